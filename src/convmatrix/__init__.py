@@ -1,0 +1,36 @@
+"""convmatrix: a convolutional layer as the fully connected layer it is.
+
+Build the exact sparse matrix ``M`` of any PyTorch convolution, with
+``flatten(conv(x)) == M @ flatten(x) + b``, explain it, convert whole CNNs into
+fully connected networks, and analyse their spectra.
+
+The core (:func:`conv_matrix`, the signal-processing matrices) needs only
+NumPy and SciPy; everything that needs torch, onnx, matplotlib or dask imports
+it lazily, on first use, so ``import convmatrix`` stays light.
+"""
+
+from importlib import import_module
+
+from .geometry import ConvGeometry
+from .matrix import conv_matrix
+from .signal import convmtx, convmtx2, convolution_matrix
+
+__version__ = "0.1.0"
+
+# Public names defined in modules that pull optional dependencies, loaded on first access.
+_LAZY = {
+}
+
+__all__ = ["ConvGeometry", "conv_matrix", "convolution_matrix", "convmtx", "convmtx2", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'convmatrix' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

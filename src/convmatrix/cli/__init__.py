@@ -1,0 +1,62 @@
+"""The ``convmatrix`` command: one sub-command per module of this package.
+
+Each command module defines ``register(subparsers)``, which adds its parser and
+sets ``func`` (called with the parsed arguments, returning an exit status).
+Shared argument types and the conv options live in :mod:`convmatrix.cli.options`.
+Bad arguments or files give a one-line error on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+# Command modules, in the order ``--help`` lists them.
+COMMANDS = [
+]
+
+EPILOG = """\
+examples:
+  convmatrix show 2x1x2x2 1x3x3            the seed question's 8x9 matrix, kernel entries as letters
+  convmatrix show 3x1x3x3 1x5x5 --padding 1 --stride 2
+  convmatrix convert model.onnx -o mlp.onnx
+run 'convmatrix COMMAND --help' for the options and examples of each command.
+"""
+
+
+class CLIError(Exception):
+    """An error to report as one line on stderr with exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convmatrix",
+        description="A convolutional layer as the fully connected layer it is: exact sparse matrices "
+        "of convolutions, explained, converted and analysed.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"convmatrix {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        import_module(f".{name}", __name__).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, TypeError, OSError) as exc:
+        print(f"convmatrix {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"convmatrix {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,63 @@
+"""Argument types shared by the commands: shapes (``2x1x2x2``), per-dimension ints
+(``2,1``), padding (``1``, ``1,2``, ``same``, ``valid``) and the conv options group."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..geometry import PADDING_MODES
+
+
+def shape(text: str) -> tuple[int, ...]:
+    """``"2x1x2x2"`` -> ``(2, 1, 2, 2)``."""
+    try:
+        dims = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shape is positive ints joined by 'x' (like 2x1x2x2), got {text!r}")
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"a shape is positive ints joined by 'x' (like 2x1x2x2), got {text!r}")
+    return dims
+
+
+def int_or_tuple(text: str) -> int | tuple[int, ...]:
+    """``"2"`` -> ``2``; ``"2,1"`` -> ``(2, 1)``."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or ints joined by commas (like 2,1), got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def padding(text: str):
+    """An int, ints joined by commas, ``same`` or ``valid``."""
+    if text in ("same", "valid"):
+        return text
+    try:
+        return int_or_tuple(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"padding is an int, ints joined by commas, 'same' or 'valid', got {text!r}")
+
+
+def add_conv_options(parser: argparse.ArgumentParser) -> None:
+    """The conv options every layer-taking command accepts."""
+    g = parser.add_argument_group("convolution options (as in torch.nn.ConvNd)")
+    g.add_argument("--stride", type=int_or_tuple, default=1, metavar="S", help="int or one per dimension, e.g. 2,1")
+    g.add_argument("--padding", type=padding, default=0, metavar="P", help="int, one per dimension, 'same' or 'valid'")
+    g.add_argument("--dilation", type=int_or_tuple, default=1, metavar="D")
+    g.add_argument("--groups", type=int, default=1, metavar="G")
+    g.add_argument("--padding-mode", choices=PADDING_MODES, default="zeros")
+    g.add_argument("--transposed", action="store_true", help="the layer is a transposed convolution")
+    g.add_argument("--output-padding", type=int_or_tuple, default=0, metavar="O", help="transposed layers only")
+
+
+def conv_kwargs(args: argparse.Namespace) -> dict:
+    """The conv keyword arguments of parsed options, for conv_matrix and friends."""
+    return dict(
+        stride=args.stride,
+        padding=args.padding,
+        dilation=args.dilation,
+        groups=args.groups,
+        padding_mode=args.padding_mode,
+        transposed=args.transposed,
+        output_padding=args.output_padding,
+    )
