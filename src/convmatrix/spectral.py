@@ -1,0 +1,693 @@
+"""Singular values, spectral norms and certified norm brackets of conv layers.
+
+A conv layer is the linear map ``x -> M x``; its spectral norm ``||M||_2`` is the
+most it stretches any input, its singular values say how well it is conditioned.
+Three exact routes, picked from the geometry:
+
+* **Fourier** (block-circulant ``M``): circular padding whose output keeps the
+  input's spatial size (total padding ``dilation*(k-1)`` per dimension), or a
+  1x1 kernel without padding. With stride ``s`` (input divisible by ``s``) the
+  polyphase split of the input turns the layer into a stride-1 circular layer
+  from ``C_in*s^d`` channels on the ``n/s`` grid, so after a DFT ``M`` is
+  unitarily equivalent to a block-diagonal matrix with one
+  ``C_out x C_in*s^d`` block per frequency of the output grid (per group):
+  the singular values of ``M`` are the union of the blocks' (Sedghi, Gupta and
+  Long 2019; Senderovich et al. 2022 for the strided case).
+* **dense SVD** of ``conv_matrix(...)`` when it is small enough (refused, with
+  the estimate, above ``max_bytes``).
+* **ARPACK** (``scipy.sparse.linalg``) on a matrix-free operator for the top
+  ``k`` values and for spectral norms of any layer.
+
+Bounds (:func:`spectral_norm_bounds`) never form the matrix: the lower end is
+a Rayleigh quotient ``||M x|| / ||x||`` of power iterations on the exact
+operator, the upper end the smallest of several proven bounds (see
+:func:`spectral_norm_bounds`).
+
+``torch.nn.utils.spectral_norm`` is not the layer's norm: it normalises the
+reshaped kernel ``weight.reshape(C_out, -1)``, whose largest singular value can
+be far below (or above) ``||M||_2``; :func:`kernel_norm_vs_layer_norm` prints
+both numbers side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from math import ceil, prod
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from .geometry import ConvGeometry, available_memory, format_bytes
+from .matrix import as_weight_array, build_csr, conv_geometry, weight_slabs
+from .pattern import axis_taps
+
+__all__ = [
+    "singular_values",
+    "spectral_norm",
+    "spectral_norm_bounds",
+    "Bracket",
+    "kernel_norm_vs_layer_norm",
+    "plot_spectrum",
+    "is_block_circulant",
+]
+
+#: Default ceiling on the dense matrix of a dense SVD (bytes, float64/complex128).
+DENSE_MAX_BYTES = 512 * 2**20
+#: Bytes of per-frequency blocks held at once by the Fourier route.
+_CHUNK_BYTES = 64 * 2**20
+#: Relative slack that absorbs floating-point rounding in certified bounds.
+_MARGIN = 1e-10
+#: Below this smaller matrix side the spectral norm comes from the small dense Gram matrix.
+_SMALL_GRAM = 300
+#: Work budget (about flops) of the per-frequency Gram iterations of an upper bound.
+_BOUND_BUDGET = 1e10
+
+
+# --------------------------------------------------------------------------- set-up
+def _prepare(weight, input_shape, conv_kwargs) -> tuple[np.ndarray, ConvGeometry]:
+    """Validated geometry and the weight in float64 (complex128 when complex)."""
+    w = as_weight_array(weight)
+    geom = conv_geometry(w.shape, input_shape, **conv_kwargs)
+    w = w.astype(np.complex128 if np.iscomplexobj(w) else np.float64, copy=False)
+    return w, geom
+
+
+def _slabs(w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """Weight as ``(groups, out_per_group, in_per_group, *k)`` in the matrix's channel order."""
+    return weight_slabs(w, geom).reshape(geom.groups, geom.out_per_group, geom.in_per_group, *geom.kernel_size)
+
+
+# --------------------------------------------------------------------- Fourier route
+@dataclass(frozen=True)
+class _Axis:
+    """One axis of a block-circulant layer after the polyphase split.
+
+    Output ``o`` reads input ``s*((o + shift[t]) mod m) + phase[t]`` through tap ``t``.
+    """
+
+    phase: np.ndarray  # (k,) polyphase component each tap reads, in [0, s)
+    shift: np.ndarray  # (k,) shift of each tap on the m-grid
+    s: int
+    m: int
+
+
+def _circulant_axes(geom: ConvGeometry) -> list[_Axis] | None:
+    """The polyphase description of a block-circulant layer, or None when it is not one.
+
+    Block-circulant: forward, every axis either circular with total padding
+    ``dilation*(k-1)`` or a 1x1 tap without padding, and input divisible by stride.
+    The taps of output 0 (from :func:`axis_taps`) give every other row by shifting.
+    """
+    if geom.transposed:
+        return None
+    axes = []
+    for a, (n, k, s, d, (lo, hi)) in enumerate(
+        zip(geom.input_size, geom.kernel_size, geom.stride, geom.dilation, geom.padding)
+    ):
+        circular = geom.padding_mode == "circular" and lo + hi == d * (k - 1)
+        pointwise = k == 1 and lo == hi == 0
+        if n % s or not (circular or pointwise):
+            return None
+        o, i, t = axis_taps(geom, a)
+        first = np.empty(k, dtype=np.int64)
+        first[t[o == 0]] = i[o == 0]
+        axes.append(_Axis(first % s, first // s, s, n // s))
+    return axes
+
+
+def is_block_circulant(weight_shape, input_shape, **conv_kwargs) -> bool:
+    """Whether the layer's matrix is block-circulant (the exact Fourier route applies).
+
+    >>> is_block_circulant((8, 8, 3, 3), (8, 16, 16), padding=1, padding_mode="circular")
+    True
+    >>> is_block_circulant((8, 8, 3, 3), (8, 16, 16), padding=1)
+    False
+    """
+    return _circulant_axes(conv_geometry(weight_shape, input_shape, **conv_kwargs)) is not None
+
+
+def _symbol_blocks(slabs: np.ndarray, axes: list[_Axis], chunk_bytes: int = _CHUNK_BYTES):
+    """Yield the per-frequency blocks, ``(count, out_per_group, in_per_group*prod(s))``.
+
+    Block of frequency ``f`` (and group ``g``):
+    ``A[u, (i, r)] = sum over taps t with phase(t) = r of W[g, u, i, t] * exp(-2 pi i f.shift(t)/m)``.
+    Frequencies are taken in chunks along the first axis to bound memory.
+    """
+    G, og, ig = slabs.shape[:3]
+    nd = len(axes)
+    R = prod(ax.s for ax in axes)
+    rest = prod(ax.m for ax in axes[1:])
+    per_freq = G * og * ig * R * 16
+    step = max(1, min(axes[0].m, chunk_bytes // max(per_freq * rest, 1)))
+    letters = "abcdefghi"[: 3 * nd]
+    tk, tr, tf = letters[:nd], letters[nd : 2 * nd], letters[2 * nd :]
+    spec = (
+        "GOI" + tk + "," + ",".join(tk[a] + tr[a] + tf[a] for a in range(nd))
+        + "->" + tf + "GOI" + tr
+    )
+    for start in range(0, axes[0].m, step):
+        factors = []
+        for a, ax in enumerate(axes):
+            f = np.arange(start, min(start + step, ax.m)) if a == 0 else np.arange(ax.m)
+            # Integer phases modulo m keep the exponent exact for large grids.
+            phase = np.exp(-2j * np.pi * (np.outer(ax.shift, f) % ax.m) / ax.m)
+            E = np.zeros((len(ax.shift), ax.s, len(f)), dtype=np.complex128)
+            E[np.arange(len(ax.shift)), ax.phase, :] = phase
+            factors.append(E)
+        A = np.einsum(spec, slabs, *factors, optimize=True)
+        yield A.reshape(-1, og, ig * R)
+
+
+def _fourier_singular_values(slabs, axes, k=None) -> np.ndarray:
+    """All (or the top k) singular values of a block-circulant layer, descending."""
+    parts = []
+    for blocks in _symbol_blocks(slabs, axes):
+        sv = np.linalg.svd(blocks, compute_uv=False).ravel()
+        if k is not None and len(sv) > k:
+            sv = np.partition(sv, len(sv) - k)[-k:]
+        parts.append(sv)
+        if k is not None:  # keep only a running top k
+            merged = np.concatenate(parts)
+            parts = [np.partition(merged, len(merged) - k)[-k:] if len(merged) > k else merged]
+    return np.sort(np.concatenate(parts))[::-1]
+
+
+def _fourier_norm(slabs, axes) -> float:
+    return max(float(np.linalg.norm(b, 2, axis=(1, 2)).max()) for b in _symbol_blocks(slabs, axes))
+
+
+def _matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Batched ``A @ B``; complex products as four real ones (far faster than many
+    BLAS builds' batched complex kernels)."""
+    if not (np.iscomplexobj(A) or np.iscomplexobj(B)):
+        return A @ B
+    ar, ai = np.ascontiguousarray(A.real), np.ascontiguousarray(A.imag)
+    br, bi = np.ascontiguousarray(B.real), np.ascontiguousarray(B.imag)
+    return (ar @ br - ai @ bi) + 1j * (ar @ bi + ai @ br)
+
+
+def _gram_bound(blocks: np.ndarray, iterations: int = 12) -> np.ndarray:
+    """Certified upper bounds on the spectral norm of each block (Gram iteration).
+
+    ``sigma_1(A)^(2^t) = sigma_1(G_t) <= ||G_t||_F`` for ``G_{t+1} = G_t^H G_t``
+    (Delattre, Barthelemy, Araujo and Allauzen 2023); each step is rescaled by
+    its Frobenius norm and the scale tracked in logarithms, so nothing overflows.
+    """
+    G = blocks if blocks.shape[-2] >= blocks.shape[-1] else np.swapaxes(blocks, -1, -2)
+    log_scale = np.zeros(len(G))
+    for _ in range(iterations):
+        f = np.linalg.norm(G, axis=(-2, -1))
+        f = np.where(f > 0, f, 1.0)
+        G = G / f[:, None, None]
+        log_scale = 2 * (log_scale + np.log(f))
+        G = _matmul(np.conj(np.swapaxes(G, -1, -2)), G)
+    f = np.linalg.norm(G, axis=(-2, -1))
+    with np.errstate(divide="ignore"):
+        return np.exp((log_scale + np.log(f)) / 2**iterations)
+
+
+def _fourier_gram_bound(slabs, axes) -> float:
+    return max(float(_gram_bound(b).max()) for b in _symbol_blocks(slabs, axes))
+
+
+# ------------------------------------------------------------ matrix-free operator
+def _tap_selection(geom: ConvGeometry) -> sp.csr_array:
+    """Which input neuron every (tap, output position) reads, as a 0/1 matrix.
+
+    Row ``t*prod(n_out) + o`` (tap and output position, both flat in C order),
+    column the flat input position; at most one 1 per row (none where zero padding
+    drops the tap). Built from the per-axis patterns of :func:`axis_taps`.
+    """
+    nd = geom.ndim
+    k, n_out, n_in = geom.kernel_size, geom.output_size, geom.input_size
+    flat = np.zeros((1,) * (2 * nd), dtype=np.int64)
+    valid = np.ones((1,) * (2 * nd), dtype=bool)
+    for a in range(nd):
+        o, i, t = axis_taps(geom, a)
+        idx = np.full((k[a], n_out[a]), -1, dtype=np.int64)
+        idx[t, o] = i
+        shape = [1] * (2 * nd)
+        shape[a], shape[nd + a] = k[a], n_out[a]
+        flat = flat * n_in[a] + idx.reshape(shape)
+        valid = valid & (idx.reshape(shape) >= 0)
+    flat, valid = np.broadcast_to(flat, (*k, *n_out)).ravel(), np.broadcast_to(valid, (*k, *n_out)).ravel()
+    rows = np.flatnonzero(valid)
+    return sp.csr_array((np.ones(len(rows)), (rows, flat[rows])), shape=(len(valid), prod(n_in)))
+
+
+def _conv_operator(w: np.ndarray, geom: ConvGeometry) -> spla.LinearOperator:
+    """A matrix-free ``LinearOperator`` equal to ``conv_matrix(w, ...)``.
+
+    The tap selection (:func:`_tap_selection`) gathers, for every tap, the input
+    neurons each output position reads (im2col), then one batched matrix product
+    per group applies the weight; the adjoint runs the same steps backwards.
+    Memory: about ``C_in * prod(k) * prod(n_out)`` numbers. Private:
+    ``convmatrix.operator`` may replace it.
+    """
+    S = _tap_selection(geom)
+    ST = S.T.tocsr()
+    G, og, ig, K = geom.groups, geom.out_per_group, geom.in_per_group, geom.kernel_numel
+    n_out, n_in = prod(geom.output_size), prod(geom.input_size)
+    # Slab columns are (i, t); the gathered data is (t, i): reorder the weight once.
+    W = weight_slabs(w, geom).reshape(G, og, ig, K).transpose(0, 1, 3, 2).reshape(G, og, K * ig)
+    WH = np.ascontiguousarray(np.conj(np.swapaxes(W, 1, 2)))
+    W = np.ascontiguousarray(W)
+    dtype = np.result_type(w.dtype, np.float64)
+
+    def matvec(x):
+        X = np.asarray(x).reshape(G * ig, n_in).T  # (n_in, C_in)
+        Z = S @ X  # (K*n_out, C_in)
+        Z = Z.reshape(K, n_out, G, ig).transpose(2, 0, 3, 1).reshape(G, K * ig, n_out)
+        return (W @ Z).reshape(-1)
+
+    def rmatvec(y):
+        V = WH @ np.asarray(y).reshape(G, og, n_out)  # (G, K*ig, n_out)
+        V = V.reshape(G, K, ig, n_out).transpose(1, 3, 0, 2).reshape(K * n_out, G * ig)
+        return (ST @ V).T.reshape(-1)
+
+    return spla.LinearOperator(geom.matrix_shape, matvec=matvec, rmatvec=rmatvec, dtype=dtype)
+
+
+def _gram_operator(op: spla.LinearOperator) -> spla.LinearOperator:
+    """``M^H M`` or ``M M^H``, whichever is smaller."""
+    rows, cols = op.shape
+    if cols <= rows:
+        return spla.LinearOperator((cols, cols), matvec=lambda x: op.rmatvec(op.matvec(x)), dtype=op.dtype)
+    return spla.LinearOperator((rows, rows), matvec=lambda y: op.matvec(op.rmatvec(y)), dtype=op.dtype)
+
+
+def _start_vector(n: int, dtype) -> np.ndarray:
+    # Deterministic: the same layer gives the same numbers on every run.
+    v = np.random.default_rng(0).standard_normal(n)
+    return v.astype(dtype)
+
+
+# ------------------------------------------------------------------- dense route
+def _dense_bytes(geom: ConvGeometry, w: np.ndarray) -> int:
+    rows, cols = geom.matrix_shape
+    # The matrix plus LAPACK's copy and workspace (gesdd without vectors).
+    return 2 * rows * cols * w.dtype.itemsize
+
+
+def _check_dense(geom, w, max_bytes, what: str) -> None:
+    limit = DENSE_MAX_BYTES if max_bytes is None else int(max_bytes)
+    limit = min(limit, available_memory())
+    need = _dense_bytes(geom, w)
+    if need > limit:
+        rows, cols = geom.matrix_shape
+        raise ValueError(
+            f"{what}: the dense SVD of the {rows:,} x {cols:,} matrix would need about "
+            f"{format_bytes(need)}, more than the limit of {format_bytes(limit)} (the matrix is not "
+            f"block-circulant, so the exact Fourier route does not apply); ask for the top values "
+            f"with k=... (ARPACK, e.g. k=10), or pass max_bytes= to allow a larger dense SVD"
+        )
+
+
+def _dense_singular_values(w, geom) -> np.ndarray:
+    return np.linalg.svd(build_csr(w, geom).toarray(), compute_uv=False)
+
+
+# -------------------------------------------------------------------- public API
+def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int | None = None,
+                    **conv_kwargs) -> np.ndarray:
+    """Singular values of a conv layer's matrix, in descending order.
+
+    Parameters
+    ----------
+    weight : ndarray or torch.Tensor
+        ``(C_out, C_in/groups, *k)`` (transposed: ``(C_in, C_out/groups, *k)``).
+    input_shape : tuple of int
+        ``(C_in, *spatial)``.
+    k : int, optional
+        Only the top ``k`` (``1 <= k <= min(M.shape)``). Default: all of them.
+    max_bytes : int, optional
+        Ceiling for a dense SVD (default 512 MiB, or less when memory is short).
+    **conv_kwargs
+        ``stride, padding, dilation, groups, padding_mode, transposed,
+        output_padding`` as for :func:`convmatrix.conv_matrix`.
+
+    Returns
+    -------
+    ndarray of float64, length ``min(M.shape)`` (or ``k``).
+
+    Block-circulant layers (see :func:`is_block_circulant`) go through the FFT,
+    exactly, at any size; other layers through a dense SVD when small, and with
+    ``k`` through ARPACK on a matrix-free operator when large. A layer too large
+    for a dense SVD without ``k`` is refused with the size estimate.
+
+    Examples
+    --------
+    A 1x1 layer on one pixel is its channel matrix:
+
+    >>> import numpy as np
+    >>> W = np.array([[3., 0.], [0., 4.]]).reshape(2, 2, 1, 1)
+    >>> singular_values(W, (2, 1, 1))
+    array([4., 3.])
+
+    Circular padding with output size = input size: exact through the FFT.
+
+    >>> rng = np.random.default_rng(0)
+    >>> W = rng.standard_normal((4, 4, 3, 3))
+    >>> s = singular_values(W, (4, 6, 6), padding=1, padding_mode="circular")
+    >>> M = __import__("convmatrix").conv_matrix(W, (4, 6, 6), padding=1, padding_mode="circular")
+    >>> bool(np.allclose(s, np.linalg.svd(M.toarray(), compute_uv=False)))
+    True
+    """
+    w, geom = _prepare(weight, input_shape, conv_kwargs)
+    n_sv = min(geom.matrix_shape)
+    if k is not None:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an int or None, got {k!r}")
+        if not 1 <= k <= n_sv:
+            raise ValueError(
+                f"k must be between 1 and min(M.shape) = {n_sv} for the {geom.matrix_shape[0]:,} x "
+                f"{geom.matrix_shape[1]:,} matrix, got k={k}"
+            )
+        k = int(k)
+    axes = _circulant_axes(geom)
+    if axes is not None:
+        return _fourier_singular_values(_slabs(w, geom), axes, k)
+    if k is None:
+        _check_dense(geom, w, max_bytes, "singular_values(k=None)")
+        return _dense_singular_values(w, geom)
+    # Small enough: a dense SVD is exact and faster than ARPACK.
+    dense_ok = _dense_bytes(geom, w) <= min(DENSE_MAX_BYTES if max_bytes is None else int(max_bytes),
+                                             available_memory())
+    if dense_ok and (n_sv <= 2000 or k >= n_sv // 2):
+        return _dense_singular_values(w, geom)[:k]
+    if k >= n_sv:
+        raise ValueError(
+            f"k={k} asks for all {n_sv} singular values of a matrix too large for a dense SVD "
+            f"({format_bytes(_dense_bytes(geom, w))}); ARPACK finds at most min(M.shape) - 1 = {n_sv - 1}"
+        )
+    op = _conv_operator(w, geom)
+    s = spla.svds(op, k=k, which="LM", return_singular_vectors=False, tol=1e-10,
+                  ncv=min(n_sv, max(2 * k + 1, 32)), v0=_start_vector(min(op.shape), op.dtype),
+                  maxiter=100_000)
+    return np.sort(s)[::-1]
+
+
+def spectral_norm(weight, input_shape, **conv_kwargs) -> float:
+    """The largest singular value ``||M||_2`` of a conv layer, exact to 1e-6 relative.
+
+    Never forms the matrix densely: the FFT for block-circulant layers;
+    otherwise the small dense Gram matrix ``M^H M`` (or ``M M^H``) when one side
+    of ``M`` is short, else Lanczos (ARPACK ``eigsh``) on the
+    Gram of a matrix-free operator. Transposed layers have the singular values
+    of the forward matrix's transpose, hence the same norm.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> W = np.zeros((1, 1, 3)); W[0, 0, 1] = 2.0      # 2 * identity
+    >>> spectral_norm(W, (1, 10), padding=1)
+    2.0
+    """
+    w, geom = _prepare(weight, input_shape, conv_kwargs)
+    axes = _circulant_axes(geom)
+    if axes is not None:
+        return _fourier_norm(_slabs(w, geom), axes)
+    rows, cols = geom.matrix_shape
+    if min(rows, cols) <= _SMALL_GRAM:
+        M = build_csr(w, geom)
+        gram = (M @ M.conj().T) if rows <= cols else (M.conj().T @ M)
+        lam = np.linalg.eigvalsh(gram.toarray())[-1]
+        return float(np.sqrt(max(lam, 0.0)))
+    gram = _gram_operator(_conv_operator(w, geom))
+    # tol bounds the eigenvalue's relative error; 1e-10 leaves sigma far inside 1e-6.
+    lam = spla.eigsh(gram, k=1, which="LA", tol=1e-10, v0=_start_vector(gram.shape[0], gram.dtype),
+                     ncv=min(gram.shape[0], 32), maxiter=100_000, return_eigenvectors=False)[0]
+    return float(np.sqrt(max(float(np.real(lam)), 0.0)))
+
+
+# ----------------------------------------------------------------------- bounds
+class Bracket(tuple):
+    """``(lo, hi)`` with ``lo <= ||M||_2 <= hi``; unpacks as a pair.
+
+    ``width`` is ``hi - lo``, ``relative_width`` is ``(hi - lo) / lo``;
+    ``lower_method`` and ``upper_method`` name where each end came from, and
+    ``upper_bounds`` lists every upper bound that was computed.
+    """
+
+    def __new__(cls, lo: float, hi: float, lower_method: str, upper_bounds: dict):
+        self = super().__new__(cls, (float(lo), float(hi)))
+        self.lower_method = lower_method
+        self.upper_bounds = dict(upper_bounds)
+        self.upper_method = min(upper_bounds, key=upper_bounds.get)
+        return self
+
+    lo = property(lambda self: self[0])
+    hi = property(lambda self: self[1])
+    width = property(lambda self: self[1] - self[0])
+    relative_width = property(lambda self: (self[1] - self[0]) / self[0] if self[0] > 0 else float("inf"))
+
+    def __repr__(self) -> str:
+        return f"Bracket(lo={self[0]!r}, hi={self[1]!r})"
+
+    def __str__(self) -> str:
+        return (f"[{self[0]:.6g}, {self[1]:.6g}] (width {self.width:.3g}, {100 * self.relative_width:.3g}%; "
+                f"lower: {self.lower_method}, upper: {self.upper_method})")
+
+
+def _power_lower_bound(op: spla.LinearOperator, iterations: int) -> float:
+    """The best Rayleigh quotient ``||M x|| / ||x||`` over power iterations (a lower bound)."""
+    x = _start_vector(op.shape[1], op.dtype)
+    best = 0.0
+    for _ in range(max(iterations, 1)):
+        nx = np.linalg.norm(x)
+        if nx == 0:
+            break
+        x = x / nx
+        y = op.matvec(x)
+        best = max(best, float(np.linalg.norm(y)))
+        x = op.rmatvec(y)
+    return best
+
+
+def _padding_operator_norm(geom: ConvGeometry) -> float:
+    """``||Pad||_2`` of the padding step (zeros: 1; others fold padded positions back).
+
+    The padding operator has one 1 per row (each padded position copies one input
+    position), so ``Pad^T Pad`` is diagonal with the copy counts: the norm is the
+    square root of the largest count, a product over axes. The counts come from the
+    taps of a 1x1 convolution with the same padding.
+    """
+    if geom.padding_mode == "zeros":
+        return 1.0
+    one = replace(geom, kernel_size=(1,) * geom.ndim, stride=(1,) * geom.ndim, dilation=(1,) * geom.ndim,
+                  transposed=False, output_padding=(0,) * geom.ndim)
+    norm = 1.0
+    for a in range(geom.ndim):
+        _, i, _ = axis_taps(one, a)
+        norm *= np.sqrt(np.bincount(i, minlength=geom.input_size[a]).max())
+    return float(norm)
+
+
+def _forward_view(geom: ConvGeometry) -> ConvGeometry:
+    """A forward geometry whose matrix contains the layer's (a transposed layer is
+    the transpose of a row subset of the forward conv from its output size)."""
+    if not geom.transposed:
+        return geom
+    return replace(geom, in_channels=geom.out_channels, out_channels=geom.in_channels,
+                   input_size=geom.output_size, transposed=False, output_padding=(0,) * geom.ndim)
+
+
+def _embedding(geom: ConvGeometry) -> ConvGeometry:
+    """The circular layer on the padded grid (rounded up to the stride) that contains ``geom``'s
+    valid convolution: a zero-padded input embeds isometrically, and the valid rows of
+    the circular layer never wrap, so ``||valid conv|| <= ||circular conv||``."""
+    size = tuple(ceil((n + lo + hi) / s) * s for n, (lo, hi), s in zip(geom.input_size, geom.padding, geom.stride))
+    pads = tuple((0, d * (k - 1)) for k, d in zip(geom.kernel_size, geom.dilation))
+    return replace(geom, input_size=size, padding=pads, padding_mode="circular")
+
+
+def _coarse_axes(axes: list[_Axis], per_freq: float) -> list[_Axis]:
+    """The same taps on coarser grids whose per-frequency work fits the budget."""
+    m = [ax.m for ax in axes]
+    while prod(m) * per_freq > _BOUND_BUDGET and max(m) > 2:
+        j = int(np.argmax(m))
+        m[j] = max(2, m[j] // 2)
+    return [replace(ax, m=mj) for ax, mj in zip(axes, m)]
+
+
+def _symbol_sup_bound(slabs: np.ndarray, axes: list[_Axis]) -> float:
+    """Upper bound on the supremum over all real frequencies of the symbol's norm.
+
+    The polyphase symbol ``P(w) = sum_d A_d exp(-i w.d)`` bounds every circular
+    layer with these taps, on any grid. For unit ``u, v`` attaining the supremum
+    ``S`` at ``w*``, ``f = |u^H P v|^2`` is a sum of exponentials of frequencies
+    ``|lambda_a| <= span_a`` bounded by ``S^2``, maximal at ``w*``; Bernstein's
+    inequality bounds its second derivative along the way to the nearest grid point
+    (at most ``pi/m_a`` away per axis) by ``(sum_a span_a pi/m_a)^2 S^2``, so
+    ``S <= max_grid / sqrt(1 - 2 eps^2)`` with ``eps = sum_a (span_a/2) pi/m_a``.
+    """
+    eps = sum(np.pi * (int(ax.shift.max()) - int(ax.shift.min())) / 2 / ax.m for ax in axes)
+    if 2 * eps**2 >= 1:
+        return float("inf")
+    return _fourier_norm(slabs, axes) / np.sqrt(1 - 2 * eps**2)
+
+
+def _schur_bound(w: np.ndarray, geom: ConvGeometry) -> float:
+    """``sqrt(||M||_1 ||M||_inf)`` with both norms bounded from per-tap sums.
+
+    A row (column) of ``M`` holds each tap at most as often as the axis patterns
+    say; folded entries are sums, and ``|a + b| <= |a| + |b|``.
+    """
+    G, og, ig = geom.groups, geom.out_per_group, geom.in_per_group
+    absw = np.abs(_slabs(w, geom))  # (G, og, ig, *k)
+    nd = geom.ndim
+    row_hits, col_hits = [], []
+    for a in range(nd):
+        o, i, t = axis_taps(geom, a)
+        k = geom.kernel_size[a]
+        rh = np.zeros((k, geom.output_size[a]))
+        np.add.at(rh, (t, o), 1)
+        ch = np.zeros((k, geom.input_size[a]))
+        np.add.at(ch, (t, i), 1)
+        row_hits.append(rh)
+        col_hits.append(ch)
+    letters = "abcdef"[:nd]
+    outs = "pqrstu"[:nd]
+    spec = "X" + letters + "," + ",".join(letters[a] + outs[a] for a in range(nd)) + "->X" + outs
+    row = np.einsum(spec, absw.sum(axis=2).reshape(G * og, *geom.kernel_size), *row_hits, optimize=True)
+    col = np.einsum(spec, absw.sum(axis=1).reshape(G * ig, *geom.kernel_size), *col_hits, optimize=True)
+    return float(np.sqrt(row.max() * col.max()))
+
+
+def spectral_norm_bounds(weight, input_shape, *, iterations: int = 10, **conv_kwargs) -> Bracket:
+    """A certified bracket ``lo <= ||M||_2 <= hi``, cheap on huge layers.
+
+    Lower end: the best Rayleigh quotient ``||M x|| / ||x||`` of ``iterations``
+    power-iteration steps on the exact matrix-free operator (any ``x`` gives a valid
+    lower bound); for a block-circulant layer the exact FFT value.
+
+    Upper end: the smallest of these proven bounds (``Bracket.upper_bounds`` lists
+    them):
+
+    * ``"fourier"`` and ``"gram"``: block-circulant layers: the largest norm of the
+      frequency blocks (LAPACK SVD), and Gram iteration on each block (Delattre et
+      al. 2023) when its work fits the budget.
+    * ``"embedding"``: any other layer is ``valid_conv @ Pad``; ``||Pad||`` is the
+      square root of the largest number of copies of one input entry (1 for zero
+      padding), and the valid convolution is a row subset of the circular layer on
+      the padded grid (rounded up to the stride), whose norm the FFT gives.
+      Transposed layers: the transpose of (a row subset of) a forward one.
+    * ``"symbol"``: on huge grids, the same with the circular norm replaced by the
+      supremum of the symbol over all real frequencies (which bounds the circular
+      layer on every grid, as in Delattre et al. 2024 for zero padding), bounded from a
+      coarse grid with Bernstein's inequality.
+    * ``"schur"``: ``sqrt(||M||_1 ||M||_inf)``, from per-tap sums; always valid,
+      also where reflect/replicate padding folds taps together.
+
+    A relative slack of 1e-10 on both ends absorbs rounding.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> W = np.random.default_rng(0).standard_normal((4, 4, 3, 3))
+    >>> lo, hi = spectral_norm_bounds(W, (4, 12, 12), padding=1)
+    >>> bool(lo <= spectral_norm(W, (4, 12, 12), padding=1) <= hi)
+    True
+    """
+    if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+    w, geom = _prepare(weight, input_shape, conv_kwargs)
+    upper: dict[str, float] = {"schur": _schur_bound(w, geom)}
+    axes = _circulant_axes(geom)
+    if axes is not None:
+        slabs = _slabs(w, geom)
+        lo, lower_method = _fourier_norm(slabs, axes), "FFT (exact)"
+        upper["fourier"] = lo
+        if prod(ax.m for ax in axes) * _work_per_freq(geom, axes, gram=True) <= _BOUND_BUDGET:
+            upper["gram"] = _fourier_gram_bound(slabs, axes)
+    else:
+        fwd = _forward_view(geom)
+        emb_axes = _circulant_axes(_embedding(fwd))
+        fslabs = _slabs(w, fwd)
+        pad_norm = _padding_operator_norm(geom)
+        per_freq = _work_per_freq(fwd, emb_axes)
+        if prod(ax.m for ax in emb_axes) * per_freq <= _BOUND_BUDGET:
+            upper["embedding"] = pad_norm * _fourier_norm(fslabs, emb_axes)
+        else:
+            upper["symbol"] = pad_norm * _symbol_sup_bound(fslabs, _coarse_axes(emb_axes, per_freq))
+        lo = _power_lower_bound(_conv_operator(w, geom), iterations)
+        lower_method = f"power iteration ({iterations} steps)"
+    upper = {name: float(value) * (1 + _MARGIN) for name, value in upper.items()}
+    hi = min(upper.values())
+    return Bracket(lo * (1 - _MARGIN), max(hi, lo), lower_method, upper)
+
+
+def _work_per_freq(geom: ConvGeometry, axes: list[_Axis], gram: bool = False) -> float:
+    """Rough flops of one frequency's blocks: an SVD, or Gram iteration (12 complex steps)."""
+    og, igR = geom.out_per_group, geom.in_per_group * prod(ax.s for ax in axes)
+    return (100 if gram else 10) * geom.groups * og * igR * min(og, igR)
+
+
+# ------------------------------------------------------------- torch's confusion
+@dataclass(frozen=True)
+class KernelVsLayerNorm:
+    """The two numbers people confuse, side by side."""
+
+    reshaped_kernel: float  #: what torch.nn.utils.spectral_norm divides by
+    layer: float  #: the layer's operator norm ||M||_2
+
+    def __str__(self) -> str:
+        return (
+            f"largest singular value of weight.reshape(C_out, -1) "
+            f"(torch.nn.utils.spectral_norm): {self.reshaped_kernel:.6g}\n"
+            f"spectral norm of the layer's matrix ||M||_2 (convmatrix.spectral_norm): {self.layer:.6g}\n"
+            f"ratio layer / reshaped kernel: {self.layer / self.reshaped_kernel:.4g}"
+        )
+
+
+def kernel_norm_vs_layer_norm(weight, input_shape, **conv_kwargs) -> KernelVsLayerNorm:
+    """What ``torch.nn.utils.spectral_norm`` normalises, next to the layer's true norm.
+
+    torch's spectral normalisation divides the weight by the largest singular value
+    of the reshaped kernel ``weight.reshape(C_out, -1)`` (``C_out x C_in*k``). That is
+    not the operator norm of the convolution: with ``k`` taps the layer's norm can be
+    up to ``sqrt(k)`` times larger, and padding and stride change it further.
+
+    >>> import numpy as np
+    >>> W = np.ones((1, 1, 3, 3))
+    >>> r = kernel_norm_vs_layer_norm(W, (1, 8, 8), padding=1, padding_mode="circular")
+    >>> round(r.reshaped_kernel, 6), round(r.layer, 6)
+    (3.0, 9.0)
+    """
+    w, geom = _prepare(weight, input_shape, conv_kwargs)
+    dim = 1 if geom.transposed else 0  # torch's spectral_norm uses dim=1 for ConvTranspose
+    mat = np.moveaxis(w, dim, 0).reshape(w.shape[dim], -1)
+    return KernelVsLayerNorm(float(np.linalg.norm(mat, 2)), spectral_norm(weight, input_shape, **conv_kwargs))
+
+
+# ------------------------------------------------------------------------ plot
+def plot_spectrum(weight, input_shape, *, k: int | None = None, path=None, ax=None, **conv_kwargs):
+    """Plot a layer's singular values (descending, log scale); returns the figure.
+
+    matplotlib is imported here, with the non-interactive Agg backend when no axes
+    are given. ``path`` saves the figure (PNG, PDF, SVG, ...).
+    """
+    try:
+        import matplotlib
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("plot_spectrum needs matplotlib: pip install 'convmatrix[plot]'") from None
+    s = singular_values(weight, input_shape, k=k, **conv_kwargs)
+    if ax is None:
+        matplotlib.use("Agg", force=False)
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 4))
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, np.finfo(float).tiny), lw=1)
+    ax.set_xlabel("index")
+    ax.set_ylabel("singular value")
+    shape = "x".join(map(str, np.shape(weight)))
+    ax.set_title(f"singular values of a {shape} layer on {'x'.join(map(str, input_shape))}"
+                 + (f" (top {k})" if k else ""))
+    ax.axhline(s[0], ls=":", lw=0.8, color="gray")
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
