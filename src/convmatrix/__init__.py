@@ -19,6 +19,12 @@ __version__ = "0.1.0"
 
 # Public names defined in modules that pull optional dependencies, loaded on first access.
 _LAZY = {
+    "singular_values": ".spectral",
+    "spectral_norm": ".spectral",
+    "spectral_norm_bounds": ".spectral",
+    "plot_spectrum": ".spectral",
+    "kernel_norm_vs_layer_norm": ".spectral",
+    "lipschitz": ".lipschitz",
 }
 
 __all__ = ["ConvGeometry", "conv_matrix", "convolution_matrix", "convmtx", "convmtx2", *_LAZY]
