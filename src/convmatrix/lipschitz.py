@@ -213,7 +213,12 @@ class _Graph:
         except Exception as exc:  # tracing errors come in many types
             raise ValueError(f"lipschitz: the model cannot be traced by torch.fx ({exc})") from None
         dtype = next((p.dtype for p in model.parameters()), torch.float32)
-        ShapeProp(self.gm).propagate(torch.zeros((1, *input_shape), dtype=dtype))
+        try:
+            ShapeProp(self.gm).propagate(torch.zeros((1, *input_shape), dtype=dtype))
+        except Exception as exc:  # whatever the model raises on a wrong shape
+            raise ValueError(
+                f"lipschitz: running the model on an input of shape {(1, *input_shape)} failed: {exc}"
+            ) from None
         self.modules = dict(self.gm.named_modules())
 
     def shape(self, node):

@@ -14,6 +14,7 @@ from importlib import import_module
 
 # Command modules, in the order ``--help`` lists them.
 COMMANDS = [
+    "spectrum",
 ]
 
 EPILOG = """\
@@ -21,6 +22,7 @@ examples:
   convmatrix show 2x1x2x2 1x3x3            the seed question's 8x9 matrix, kernel entries as letters
   convmatrix show 3x1x3x3 1x5x5 --padding 1 --stride 2
   convmatrix convert model.onnx -o mlp.onnx
+  convmatrix spectrum 64x64x3x3 64x32x32 --padding 1 --padding-mode circular
 run 'convmatrix COMMAND --help' for the options and examples of each command.
 """
 
