@@ -112,8 +112,8 @@ def max_pool_bound(kernel_size, stride, dilation=1, ndim: int = 2) -> float:
     ``|max(a) - max(b)| <= max|a - b|`` per window, and each entry lies in at most
     ``min(k, ceil(span/stride))`` windows per axis.
 
-    >>> max_pool_bound(2, 2), max_pool_bound(3, 2)
-    (1.0, 1.4142135623730951)
+    >>> max_pool_bound(2, 2), max_pool_bound(3, 2), max_pool_bound(3, 2, ndim=1)
+    (1.0, 2.0, 1.4142135623730951)
     """
     def tup(v):
         return tuple(v) if np.ndim(v) else (int(v),) * ndim
