@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from convmatrix.lipschitz import activation_lipschitz, fold_batch_norm, lipschitz, max_pool_bound
+from convmatrix.lipschitz_net import activation_lipschitz, fold_batch_norm, lipschitz, max_pool_bound
 
 
 def jacobian_norm(f, shape, seed=0):
@@ -43,6 +43,11 @@ def test_conv_bn_is_exact_with_folding(gen):
 def test_bn_before_conv_folds_forward(gen):
     net = randomise_bn(nn.Sequential(nn.BatchNorm2d(4), nn.Conv2d(4, 2, 3, groups=2, stride=2)).double(), gen)
     assert lipschitz(net, (4, 7, 7)).bound == pytest.approx(jacobian_norm(net, (4, 7, 7)), rel=1e-8)
+
+
+def test_bn_on_both_sides_of_a_conv(gen):
+    net = randomise_bn(nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3)).double(), gen)
+    assert lipschitz(net, (2, 5, 5)).bound == pytest.approx(jacobian_norm(net, (2, 5, 5)), rel=1e-8)
 
 
 def test_transposed_conv_with_bn(gen):

@@ -24,7 +24,7 @@ _LAZY = {
     "spectral_norm_bounds": ".spectral",
     "plot_spectrum": ".spectral",
     "kernel_norm_vs_layer_norm": ".spectral",
-    "lipschitz": ".lipschitz",
+    "lipschitz": ".lipschitz_net",
 }
 
 __all__ = ["ConvGeometry", "conv_matrix", "convolution_matrix", "convmtx", "convmtx2", *_LAZY]

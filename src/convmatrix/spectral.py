@@ -679,8 +679,10 @@ def kernel_norm_vs_layer_norm(weight, input_shape, **conv_kwargs) -> KernelVsLay
 
     torch's spectral normalisation divides the weight by the largest singular value
     of the reshaped kernel ``weight.reshape(C_out, -1)`` (``C_out x C_in*k``). That is
-    not the operator norm of the convolution: with ``k`` taps the layer's norm can be
-    up to ``sqrt(k)`` times larger, and padding and stride change it further.
+    not the operator norm of the convolution: the layer is the reshaped kernel applied
+    to im2col copies of the input, so with ``K`` kernel taps, stride 1 and zero or
+    circular padding its norm lies anywhere up to ``sqrt(K)`` times the kernel's (the
+    example reaches it); stride can make it smaller, reflect/replicate folding larger.
 
     >>> import numpy as np
     >>> W = np.ones((1, 1, 3, 3))

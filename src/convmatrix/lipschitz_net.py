@@ -420,8 +420,10 @@ def _bound(g: _Graph) -> LipschitzReport:
             factor, how = (1.0 if kind == "id" else m), "exact"
         elif kind == "bn" and p in kinds and kinds[p][0] in ("conv", "linear") and len(g.users(p)) == 1:
             # Fold into the preceding layer: its row becomes the product's.
-            factor, how = _layer_norm(g, p, kinds[p][1], g.shape(p.args[0]), post_bn=m), "exact (BN folded in)"
             q = p.args[0]
+            pre = kinds[q][1] if q in folded_into else None
+            factor = _layer_norm(g, p, kinds[p][1], g.shape(q), post_bn=m, pre_bn=pre)
+            how = "exact (BN folded in)"
             L[node] = factor * L[q]
             rows.pop(p, None)
             rows[node] = LayerRow(f"{rows_label(p)}+{label}", f"{kinds[p][1].__class__.__name__}+{op}", shape,
