@@ -52,8 +52,10 @@ def test_singular_values_match_dense_svd(ws, ins, kw, rng):
     s = singular_values(W, ins, **kw)
     np.testing.assert_allclose(s, ref, rtol=1e-10, atol=1e-10 * ref[0])
     assert spectral_norm(W, ins, **kw) == pytest.approx(ref[0], rel=1e-9)
-    lo, hi = spectral_norm_bounds(W, ins, **kw)
-    assert lo <= ref[0] <= hi
+    b = spectral_norm_bounds(W, ins, **kw)
+    assert b.lo <= ref[0] <= b.hi
+    if "gram" in b.upper_bounds:  # Gram iteration converges on these small blocks
+        assert b.upper_bounds["gram"] <= ref[0] * (1 + 1e-6)
     top = singular_values(W, ins, k=2, **kw)
     np.testing.assert_allclose(top, ref[:2], rtol=1e-9)
 
