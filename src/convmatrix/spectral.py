@@ -60,7 +60,7 @@ _CHUNK_BYTES = 64 * 2**20
 _MARGIN = 1e-10
 #: Below this smaller matrix side the spectral norm comes from the small dense Gram matrix.
 _SMALL_GRAM = 300
-#: Work budget (about flops) of the per-frequency Gram iterations of an upper bound.
+#: Work budget (about flops) of the per-frequency SVDs or Gram iterations of an upper bound.
 _BOUND_BUDGET = 1e10
 
 
@@ -355,7 +355,7 @@ def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int
     --------
     A 1x1 layer on one pixel is its channel matrix:
 
-    >>> import numpy as np
+    >>> import numpy as np, convmatrix
     >>> W = np.array([[3., 0.], [0., 4.]]).reshape(2, 2, 1, 1)
     >>> singular_values(W, (2, 1, 1))
     array([4., 3.])
@@ -365,7 +365,7 @@ def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int
     >>> rng = np.random.default_rng(0)
     >>> W = rng.standard_normal((4, 4, 3, 3))
     >>> s = singular_values(W, (4, 6, 6), padding=1, padding_mode="circular")
-    >>> M = __import__("convmatrix").conv_matrix(W, (4, 6, 6), padding=1, padding_mode="circular")
+    >>> M = convmatrix.conv_matrix(W, (4, 6, 6), padding=1, padding_mode="circular")
     >>> bool(np.allclose(s, np.linalg.svd(M.toarray(), compute_uv=False)))
     True
     """
