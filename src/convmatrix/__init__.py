@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 
 # Public names defined in modules that pull optional dependencies, loaded on first access.
 _LAZY = {
+    "to_mlp": ".network.mlp",
+    "MaskedActivation": ".network.mlp",
 }
 
 __all__ = ["ConvGeometry", "conv_matrix", "convolution_matrix", "convmtx", "convmtx2", *_LAZY]

@@ -1,0 +1,182 @@
+"""``to_mlp``: a torch CNN as the exactly equivalent stack of ``nn.Linear`` and activations.
+
+The module built here holds only ``nn.Flatten``, ``nn.Linear``, element-wise
+activations of ``torch.nn``, :class:`MaskedActivation` (only where a skip path
+crosses a non-ReLU activation) and a final ``nn.Unflatten``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import check_memory, format_bytes
+from .ir import activation_module
+from .passes import Chain, expand_max, lower
+from .torch_frontend import _check_shape, from_torch
+
+__all__ = ["MaskedActivation", "to_mlp", "chain_to_torch", "ConversionError", "compare"]
+
+
+class ConversionError(ValueError):
+    """A converted network does not compute what the original computes (a bug: please report it)."""
+
+
+def _masked_activation_class():
+    import torch
+
+    class MaskedActivation(torch.nn.Module):
+        """An element-wise activation on some neurons of the last axis, identity on the rest.
+
+        Parameters
+        ----------
+        activation : torch.nn.Module
+            The element-wise activation, e.g. ``torch.nn.Sigmoid()``.
+        mask : bool array of the layer's width, or an array of neuron indices
+            The neurons it applies to.
+
+        Example
+        -------
+        >>> import torch, convmatrix
+        >>> m = convmatrix.MaskedActivation(torch.nn.Sigmoid(), [True, False])
+        >>> m(torch.tensor([[0.0, -3.0]]))
+        tensor([[ 0.5000, -3.0000]])
+        """
+
+        def __init__(self, activation, mask):
+            super().__init__()
+            if not isinstance(activation, torch.nn.Module):
+                raise TypeError(f"activation must be a torch.nn.Module, got {type(activation).__name__}")
+            m = np.asarray(mask)
+            if m.dtype == bool:
+                m = np.flatnonzero(m)
+            elif m.size and (m.dtype.kind not in "iu" or m.min() < 0):
+                raise ValueError(f"mask must be booleans or non-negative neuron indices, got {m[:5]!r}...")
+            self.activation = activation
+            self.register_buffer("index", torch.as_tensor(m.astype(np.int64)))
+
+        def forward(self, x):
+            y = x.clone()
+            y[..., self.index] = self.activation(x[..., self.index])
+            return y
+
+        def extra_repr(self) -> str:
+            return f"on {self.index.numel()} neurons"
+
+    return MaskedActivation
+
+
+_CLASS = None
+
+
+def __getattr__(name):
+    global _CLASS
+    if name == "MaskedActivation":
+        if _CLASS is None:
+            _CLASS = _masked_activation_class()
+            _CLASS.__module__ = __name__
+        return _CLASS
+    raise AttributeError(name)
+
+
+def chain_to_torch(chain: Chain, dtype=None, max_bytes: int | None = None):
+    """The chain as ``nn.Sequential(Flatten, Linear, act, ..., Linear[, Unflatten])``."""
+    import torch
+
+    dtype = dtype or torch.float32
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    dense = sum(layer.M.shape[0] * (layer.M.shape[1] + 1) for layer in chain.layers) * itemsize
+    check_memory(dense, max_bytes, f"the MLP's dense Linear weights ({len(chain.layers)} layers)",
+                 "convert a smaller input shape, or use convmatrix.network.load(...) and keep the sparse layers")
+    masked = __getattr__("MaskedActivation")
+    mods = [torch.nn.Flatten()]
+    for layer in chain.layers:
+        lin = torch.nn.Linear(layer.M.shape[1], layer.M.shape[0], dtype=dtype)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(layer.M.toarray()))
+            lin.bias.copy_(torch.from_numpy(layer.b))
+        mods.append(lin)
+        if layer.kind:
+            params = dict(layer.params or {})
+            if layer.kind == "PReLU" and layer.index is not None:
+                params["slopes"] = np.asarray(params["slopes"])
+            act = activation_module(layer.kind, params).to(dtype)
+            mods.append(act if layer.index is None else masked(act, layer.index))
+    if len(chain.output_shape) != 1:
+        mods.append(torch.nn.Unflatten(1, chain.output_shape))
+    return torch.nn.Sequential(*mods)
+
+
+def compare(reference, converted):
+    """Largest absolute and relative difference of two output arrays."""
+    reference, converted = np.asarray(reference, np.float64), np.asarray(converted, np.float64)
+    if reference.shape != converted.shape:
+        raise ConversionError(f"output shapes differ: original {reference.shape}, converted {converted.shape}")
+    diff = np.abs(reference - converted)
+    max_abs = float(diff.max(initial=0.0))
+    max_rel = float((diff / np.maximum(np.abs(reference), 1e-12 + np.abs(reference).max(initial=0.0))).max(initial=0.0))
+    return max_abs, max_rel
+
+
+def check_close(reference, converted, what: str, rtol: float):
+    """Raise ConversionError when ``converted`` differs from ``reference`` beyond ``rtol`` of its scale."""
+    max_abs, max_rel = compare(reference, converted)
+    scale = max(1.0, float(np.abs(reference).max(initial=0.0)))
+    if not np.isfinite(max_abs) or max_abs > rtol * scale:
+        raise ConversionError(f"{what}: the converted network differs from the original by {max_abs:.3g} "
+                              f"(largest output {scale:.3g}); this is a bug in convmatrix")
+    return max_abs, max_rel
+
+
+def to_mlp(model, input_shape, *, check: int = 8, max_bytes: int | None = None, seed: int = 0):
+    """The model as an exactly equivalent MLP: ``mlp(x) == model(x)`` for every batch ``x``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        In eval mode; ``nn.Sequential`` or anything ``torch.fx`` can trace, built from
+        the layers listed in :mod:`convmatrix.network.torch_frontend`.
+    input_shape : tuple of int
+        One input without the batch axis, e.g. ``(3, 32, 32)``.
+    check : int
+        Random inputs on which the result is compared with the model (float64) before
+        it is returned; a disagreement raises :class:`ConversionError`.
+    max_bytes : int, optional
+        Refuse an MLP whose dense weights would exceed this (default: free memory).
+
+    Returns
+    -------
+    torch.nn.Sequential
+        ``Flatten, Linear, act, ..., Linear[, Unflatten]`` in the model's dtype; its
+        ``conversion`` attribute holds the check's figures.
+
+    Example
+    -------
+    >>> import torch, convmatrix
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+    ...                           torch.nn.Flatten(), torch.nn.Linear(2, 3)).eval()
+    >>> mlp = convmatrix.to_mlp(net, (1, 4, 4))
+    >>> [type(m).__name__ for m in mlp]
+    ['Flatten', 'Linear', 'ReLU', 'Linear', 'ReLU', 'Linear', 'ReLU', 'Linear']
+    >>> x = torch.randn(5, 1, 4, 4)
+    >>> bool(torch.allclose(mlp(x), net(x), atol=1e-5))
+    True
+    """
+    import torch
+
+    input_shape = _check_shape(input_shape)
+    graph = from_torch(model, input_shape, seed=seed)
+    chain = lower(expand_max(graph))
+    params = list(model.parameters()) + list(model.buffers())
+    dtype = next((p.dtype for p in params if p.dtype.is_floating_point), torch.float32)
+    mlp64 = chain_to_torch(chain, torch.float64, max_bytes=max_bytes)
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(max(int(check), 1), *input_shape, dtype=torch.float64, generator=gen)
+    with torch.no_grad():
+        import copy
+
+        ref = copy.deepcopy(model).double()(x)
+        got = mlp64(x)
+    max_abs, max_rel = check_close(ref.numpy(), got.numpy(), f"to_mlp({type(model).__name__})", 1e-8)
+    mlp = mlp64.to(dtype)
+    mlp.conversion = {"max_abs": max_abs, "max_rel": max_rel, "inputs": int(check), "layers": chain.table()}
+    return mlp
