@@ -38,7 +38,7 @@ import scipy.sparse as sp
 
 from .ir import Act, Add, Affine, Concat, Graph, Input, Max, Node, apply_activation
 
-__all__ = ["Layer", "Chain", "expand_max", "relu_only", "lower", "rebuild"]
+__all__ = ["Layer", "Chain", "expand_max", "relu_only", "lower", "prune", "rebuild"]
 
 
 @dataclass(eq=False)
@@ -295,12 +295,32 @@ class _Lowering:
             self.expr[v] = (sp.csr_array(A), np.zeros(size))
 
 
+def prune(layers: list[Layer]) -> list[Layer]:
+    """Drop neurons no later layer reads (dead ends such as conv outputs no pooling window covers)."""
+    for i in range(len(layers) - 1, 0, -1):
+        keep = np.unique(layers[i].M.indices)
+        prev = layers[i - 1]
+        if len(keep) == prev.M.shape[0]:
+            continue
+        if prev.index is not None:
+            alive = np.isin(prev.index, keep)
+            if prev.params and "slopes" in prev.params:
+                prev.params = dict(prev.params, slopes=np.asarray(prev.params["slopes"])[alive])
+            prev.index = np.flatnonzero(np.isin(keep, prev.index))
+        elif prev.params and "slopes" in prev.params:
+            prev.params = dict(prev.params, slopes=np.asarray(prev.params["slopes"])[keep])
+        prev.M, prev.b = sp.csr_array(prev.M[keep]), prev.b[keep]
+        layers[i].M = sp.csr_array(layers[i].M[:, keep])
+    return layers
+
+
 def lower(graph: Graph, *, progress=None) -> Chain:
     """The graph (after :func:`expand_max`) as one sequential :class:`Chain`.
 
     Linear nodes fuse into the Linear layers (sparse products); every activation
     node becomes an activation layer, and parallel activations of the same kind
-    share one layer. The chain's input and output neurons are the graph's, in order.
+    share one layer. Neurons that nothing reads are dropped. The chain's input and
+    output neurons are the graph's, in order.
     """
     if any(isinstance(n, Max) for n in graph.nodes):
         graph = expand_max(graph)
@@ -310,4 +330,5 @@ def lower(graph: Graph, *, progress=None) -> Chain:
     if len(layers) > 1 and last.M.shape[1] == n and not last.b.any() and \
             (last.M != sp.identity(n, format="csr")).nnz == 0:
         layers.pop()  # the output is an activation layer's own neurons, in order
+    prune(layers)
     return Chain(layers, graph.input_shape, graph.output_shape, dict(graph.meta))
