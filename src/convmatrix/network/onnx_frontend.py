@@ -144,11 +144,17 @@ class _OnnxLoader:
         if name not in self.vals:
             raise ValueError(f"the output {name!r} does not depend on the input")
         self.g.output = self.vals[name]
+        shape = self.g.output_shape
         declared = self.g.meta["output_dims"]
-        if declared and all(isinstance(d, int) for d in declared[1:]):
-            want = tuple(1 if not isinstance(d, int) else d for d in declared)
-            if prod(want) != self.g.nodes[self.g.output].size:
-                raise ValueError(f"output {name!r} is declared {declared} but computes shape {self.g.output_shape}")
+        if declared and len(declared) == len(shape):
+            want = tuple(d if isinstance(d, int) else s for d, s in zip(declared, shape))
+            if want != shape:
+                raise ValueError(f"output {name!r} is declared {declared} but computes shape {shape}")
+        else:  # undeclared: the computed shape, its batch axis as dynamic as the input's
+            dyn = self.dynamic and len(shape) >= 2 and shape[0] == 1
+            declared = [self.g.meta["input_dims"][0] if (dyn and k == 0) else s for k, s in enumerate(shape)]
+        self.g.meta["output_dims"] = [d if isinstance(d, int) else s for d, s in zip(declared, shape)] \
+            if not self.dynamic else [d if isinstance(d, int) or k == 0 else s for k, (d, s) in enumerate(zip(declared, shape))]
         return self.g
 
     def convert(self, node):
