@@ -90,6 +90,7 @@ def _run_onnx(path, xs, name):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of big weights
     sess = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
     outs = []
     for x in xs:
@@ -114,7 +115,19 @@ def _table(chain, fmt) -> str:
     return "\n".join(lines)
 
 
+class _CheckFailed(Exception):
+    """The written network disagrees with the original (a bug): exit status 1."""
+
+
 def run(args) -> int:
+    try:
+        return _run(args)
+    except _CheckFailed as exc:
+        print(f"convmatrix convert: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
     from ..geometry import format_bytes
     from ..network import export
     from ..network.mlp import compare
@@ -154,7 +167,7 @@ def run(args) -> int:
     try:
         bar = _progress(len(chain.layers) + 1, "writing")
         if fmt == "onnx":
-            export.write_onnx(chain, tmp, progress=bar)
+            export.write_onnx(chain, tmp, progress=bar, data_name=os.path.basename(args.output) + ".data")
         elif fmt == "pt":
             export.write_pt(chain, tmp)
         elif fmt == "nnet":
@@ -171,10 +184,17 @@ def run(args) -> int:
             max_abs, max_rel = compare(ref, got)
             scale = max(1.0, float(np.abs(ref).max()))
             if not np.isfinite(max_abs) or max_abs > 1e-3 * scale:
-                print(f"convmatrix convert: check failed: max abs difference {max_abs:.3g} "
-                      f"(largest output {scale:.3g}); nothing written", file=sys.stderr)
-                return 1
+                raise _CheckFailed(f"check failed: max abs difference {max_abs:.3g} "
+                                   f"(largest output {scale:.3g}); nothing written")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it the usual permissions
         os.replace(tmp, args.output)
+    except BaseException:
+        data = os.path.join(out_dir, os.path.basename(args.output) + ".data")
+        if fmt == "onnx" and os.path.exists(data):
+            os.remove(data)  # weights of a big model that failed its check
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

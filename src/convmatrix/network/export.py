@@ -56,11 +56,14 @@ def _onnx_dims(dims):
     return [d if isinstance(d, int) else (d if isinstance(d, str) and d != "?" else "N") for d in dims]
 
 
-def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, dtype=np.float32) -> None:
+def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, dtype=np.float32,
+               data_name: str | None = None) -> None:
     """A sequential ONNX chain ``[Flatten|Reshape] -> (Gemm [-> Relu])* -> [Reshape]``.
 
     The input and output keep the names and shapes recorded in ``chain.meta`` (from
-    the ONNX front end), a dynamic batch axis stays dynamic.
+    the ONNX front end), a dynamic batch axis stays dynamic. Models over 1.8 GB keep
+    their weights in ``data_name`` (default ``<file name>.data``) beside the file, as
+    protobuf cannot hold more than 2 GB.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -110,7 +113,12 @@ def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, d
     model = helper.make_model(graph, opset_imports=opsets, producer_name="convmatrix")
     model.ir_version = helper.find_min_ir_version_for(opsets)
     big = dense_bytes(chain, np.dtype(dtype).itemsize) > 1_800_000_000  # protobuf's 2 GB limit
-    onnx.save(model, os.fspath(path), save_as_external_data=big)
+    if big:
+        location = data_name or os.path.basename(os.fspath(path)) + ".data"
+        onnx.save(model, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=location, size_threshold=1024)
+    else:
+        onnx.save(model, os.fspath(path))
 
 
 # -- torch ---------------------------------------------------------------------------------
@@ -158,7 +166,7 @@ def read_pt(path):
     """The ``nn.Sequential`` written by :func:`write_pt` (read with ``weights_only=True``)."""
     import torch
 
-    from .mlp import __getattr__ as _mlp_attr
+    from .mlp import MaskedActivation
 
     data = torch.load(os.fspath(path), weights_only=True)
     if not isinstance(data, dict) or data.get("format") != "convmatrix-mlp/1":
@@ -167,7 +175,7 @@ def read_pt(path):
     for name, params in data["modules"]:
         if name == "MaskedActivation":
             inner = getattr(torch.nn, params["kind"])(**params["params"])
-            mods.append(_mlp_attr("MaskedActivation")(inner, np.zeros(params["size"], dtype=np.int64)))
+            mods.append(MaskedActivation(inner, np.zeros(params["size"], dtype=np.int64)))
         elif name == "Unflatten":
             mods.append(torch.nn.Unflatten(params["dim"], tuple(params["unflattened_size"])))
         else:

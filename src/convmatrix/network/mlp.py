@@ -7,7 +7,10 @@ crosses a non-ReLU activation) and a final ``nn.Unflatten``.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import torch
 
 from ..geometry import check_memory, format_bytes
 from .ir import activation_module
@@ -21,73 +24,55 @@ class ConversionError(ValueError):
     """A converted network does not compute what the original computes (a bug: please report it)."""
 
 
-def _masked_activation_class():
-    import torch
+class MaskedActivation(torch.nn.Module):
+    """An element-wise activation on some neurons of the last axis, identity on the rest.
 
-    class MaskedActivation(torch.nn.Module):
-        """An element-wise activation on some neurons of the last axis, identity on the rest.
+    ``to_mlp`` uses it only where a skip path crosses a non-ReLU activation: the
+    carried values pass unchanged beside the activated neurons.
 
-        Parameters
-        ----------
-        activation : torch.nn.Module
-            The element-wise activation, e.g. ``torch.nn.Sigmoid()``.
-        mask : bool array of the layer's width, or an array of neuron indices
-            The neurons it applies to.
+    Parameters
+    ----------
+    activation : torch.nn.Module
+        The element-wise activation, e.g. ``torch.nn.Sigmoid()``.
+    mask : bool array of the layer's width, or an array of neuron indices
+        The neurons it applies to.
 
-        Example
-        -------
-        >>> import torch, convmatrix
-        >>> m = convmatrix.MaskedActivation(torch.nn.Sigmoid(), [True, False])
-        >>> m(torch.tensor([[0.0, -3.0]]))
-        tensor([[ 0.5000, -3.0000]])
-        """
+    Example
+    -------
+    >>> import torch, convmatrix
+    >>> m = convmatrix.MaskedActivation(torch.nn.Sigmoid(), [True, False])
+    >>> m(torch.tensor([[0.0, -3.0]]))
+    tensor([[ 0.5000, -3.0000]])
+    """
 
-        def __init__(self, activation, mask):
-            super().__init__()
-            if not isinstance(activation, torch.nn.Module):
-                raise TypeError(f"activation must be a torch.nn.Module, got {type(activation).__name__}")
-            m = np.asarray(mask)
-            if m.dtype == bool:
-                m = np.flatnonzero(m)
-            elif m.size and (m.dtype.kind not in "iu" or m.min() < 0):
-                raise ValueError(f"mask must be booleans or non-negative neuron indices, got {m[:5]!r}...")
-            self.activation = activation
-            self.register_buffer("index", torch.as_tensor(m.astype(np.int64)))
+    def __init__(self, activation, mask):
+        super().__init__()
+        if not isinstance(activation, torch.nn.Module):
+            raise TypeError(f"activation must be a torch.nn.Module, got {type(activation).__name__}")
+        m = np.asarray(mask)
+        if m.dtype == bool:
+            m = np.flatnonzero(m)
+        elif m.size and (m.dtype.kind not in "iu" or m.min() < 0):
+            raise ValueError(f"mask must be booleans or non-negative neuron indices, got {m.reshape(-1)[:5]!r}")
+        self.activation = activation
+        self.register_buffer("index", torch.as_tensor(m.astype(np.int64).reshape(-1)))
 
-        def forward(self, x):
-            y = x.clone()
-            y[..., self.index] = self.activation(x[..., self.index])
-            return y
+    def forward(self, x):
+        y = x.clone()
+        y[..., self.index] = self.activation(x[..., self.index])
+        return y
 
-        def extra_repr(self) -> str:
-            return f"on {self.index.numel()} neurons"
-
-    return MaskedActivation
-
-
-_CLASS = None
-
-
-def __getattr__(name):
-    global _CLASS
-    if name == "MaskedActivation":
-        if _CLASS is None:
-            _CLASS = _masked_activation_class()
-            _CLASS.__module__ = __name__
-        return _CLASS
-    raise AttributeError(name)
+    def extra_repr(self) -> str:
+        return f"on {self.index.numel()} neurons"
 
 
 def chain_to_torch(chain: Chain, dtype=None, max_bytes: int | None = None):
     """The chain as ``nn.Sequential(Flatten, Linear, act, ..., Linear[, Unflatten])``."""
-    import torch
-
     dtype = dtype or torch.float32
     itemsize = torch.empty((), dtype=dtype).element_size()
     dense = sum(layer.M.shape[0] * (layer.M.shape[1] + 1) for layer in chain.layers) * itemsize
     check_memory(dense, max_bytes, f"the MLP's dense Linear weights ({len(chain.layers)} layers)",
                  "convert a smaller input shape, or use convmatrix.network.load(...) and keep the sparse layers")
-    masked = __getattr__("MaskedActivation")
     mods = [torch.nn.Flatten()]
     for layer in chain.layers:
         lin = torch.nn.Linear(layer.M.shape[1], layer.M.shape[0], dtype=dtype)
@@ -100,7 +85,7 @@ def chain_to_torch(chain: Chain, dtype=None, max_bytes: int | None = None):
             if layer.kind == "PReLU" and layer.index is not None:
                 params["slopes"] = np.asarray(params["slopes"])
             act = activation_module(layer.kind, params).to(dtype)
-            mods.append(act if layer.index is None else masked(act, layer.index))
+            mods.append(act if layer.index is None else MaskedActivation(act, layer.index))
     if len(chain.output_shape) != 1:
         mods.append(torch.nn.Unflatten(1, chain.output_shape))
     return torch.nn.Sequential(*mods)
@@ -161,8 +146,6 @@ def to_mlp(model, input_shape, *, check: int = 8, max_bytes: int | None = None, 
     >>> bool(torch.allclose(mlp(x), net(x), atol=1e-5))
     True
     """
-    import torch
-
     input_shape = _check_shape(input_shape)
     graph = from_torch(model, input_shape, seed=seed)
     chain = lower(expand_max(graph))
@@ -172,8 +155,6 @@ def to_mlp(model, input_shape, *, check: int = 8, max_bytes: int | None = None, 
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(max(int(check), 1), *input_shape, dtype=torch.float64, generator=gen)
     with torch.no_grad():
-        import copy
-
         ref = copy.deepcopy(model).double()(x)
         got = mlp64(x)
     max_abs, max_rel = check_close(ref.numpy(), got.numpy(), f"to_mlp({type(model).__name__})", 1e-8)
