@@ -240,3 +240,12 @@ def test_untraceable_model_is_refused_in_one_line():
 
     with pytest.raises(ValueError, match=r"torch.fx cannot trace Branchy"):
         convmatrix.to_mlp(Branchy(), (3,))
+
+
+def test_failed_self_check_raises_conversion_error():
+    from convmatrix.network.mlp import ConversionError, check_close
+
+    ref = np.array([[1.0, -2.0]])
+    check_close(ref, ref + 1e-12, "net", 1e-8)
+    with pytest.raises(ConversionError, match=r"net: the converted network differs from the original by 0.1"):
+        check_close(ref, ref + [[0.0, 0.1]], "net", 1e-8)

@@ -193,7 +193,7 @@ class _OnnxLoader:
     # -- value-moving ops: run the op itself on integer codes ------------------------------
     def gather(self, node, a):
         self.check_batch(node, a)
-        traced = [n for n in node.input if n in self.vals]
+        traced = list(dict.fromkeys(n for n in node.input if n in self.vals))  # Concat([x, x]): x once
         sizes = [prod(self.shape(n)) for n in traced]
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         feeds_c, feeds_0 = {}, {}
@@ -206,8 +206,6 @@ class _OnnxLoader:
                 feeds_0[n] = np.zeros(self.shape(n))
             else:
                 feeds_c[n] = feeds_0[n] = self.const(node, list(node.input).index(n), "this input")
-        if len(traced) != len(set(traced)):
-            raise ValueError("the same value used twice in one gather is not supported")
         ref0 = np.asarray(self.run_reference(node, feeds_0)[0], dtype=np.float64)
         got = np.asarray(self.run_reference(node, feeds_c)[0], dtype=np.float64) - ref0
         M = gather_matrix(got, int(offsets[-1]), f"{node.op_type}")
