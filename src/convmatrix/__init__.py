@@ -29,6 +29,7 @@ _LAZY = {
     "receptive_field": ".receptive",
     "receptive_set": ".receptive",
     "plot_matrix": ".plot",
+    "plot_neuron": ".plot",
     "plot_receptive_field": ".plot",
 }
 

@@ -72,7 +72,7 @@ class ReceptiveSet:
     flat: np.ndarray
     input_coords: list[tuple[int, ...]]
     box: tuple[tuple[int, int], ...] | None
-    maps: dict = field(repr=False)
+    maps: dict = field(repr=False)  # "input", then one entry per node: "'target' (Class)" or the node's name
 
     def spatial_mask(self) -> np.ndarray:
         """The input positions read in any channel (a boolean array of the spatial shape)."""
@@ -89,7 +89,7 @@ class _Step:
     sources: list  # names of the nodes it reads (tensors only)
     shape: tuple  # output shape without the batch axis
     module: object = None  # for "layer": the torch module
-    label: str = ""  # for messages: "name (Class)"
+    label: str = ""  # for messages and maps: "'name' (Class)"
 
 
 _ELEMENTWISE_MODULES = (
@@ -405,8 +405,11 @@ def receptive_set(model, input_shape, index_or_coords) -> ReceptiveSet:
         box = _field_walk(steps, len(in_shape) - 1).box(coords[1:])
     except ValueError:  # a transposed layer: no box arithmetic
         box = None
-    maps = {s.name: masks[s.name].reshape(s.shape) for s in steps if s.name in masks and s.shape}
-    maps = {name: x.reshape(in_shape), **{k: m for k, m in maps.items() if k != name}}
+    maps = {"input": x.reshape(in_shape)}
+    for s in steps:
+        if s.kind != "input" and s.name != "output":
+            mask = masks.get(s.name, np.zeros(prod(s.shape), dtype=bool))
+            maps[s.label or s.name] = mask.reshape(s.shape)
     in_coords = [tuple(int(v) for v in c) for c in zip(*np.unravel_index(flat_in, in_shape))]
     return ReceptiveSet(flat, coords, flat_in, in_coords, box, maps)
 
