@@ -121,6 +121,17 @@ def test_names_evaluate_to_conv_matrix(layer, seed):
     np.testing.assert_array_equal(got, dense_by_probing(w, input_shape, **kw))
 
 
+@pytest.mark.parametrize("shape, input_shape, kw", [
+    ((2, 1, 2, 2, 2), (1, 3, 3, 3), dict(padding=1, padding_mode="circular")),
+    ((1, 2, 2, 1, 2), (1, 2, 3, 3), dict(transposed=True, stride=(1, 2, 1))),
+])
+def test_names_evaluate_in_3d(shape, input_shape, kw, rng):
+    w = rng.integers(-9, 10, size=shape).astype(np.float64)
+    text = str(symbolic(shape, input_shape, max_rows=None, max_cols=None, **kw))
+    got = np.array([[evaluate(t, w) for t in row] for row in parse_text(text)])
+    np.testing.assert_array_equal(got, dense_by_probing(w, input_shape, **kw))
+
+
 def test_many_entries_are_indexed_names():
     rows = parse_text(str(symbolic((2, 2, 3, 3), (2, 4, 4), padding=1)))
     assert rows[0][:2] == ["K[0,0,1,1]", "K[0,0,1,2]"]

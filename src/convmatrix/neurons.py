@@ -109,7 +109,7 @@ def _as_layer(weight, input_shape, conv_kwargs):
     return geom, values, kernel_names(geom.weight_shape)
 
 
-def _term(weight_name: str, value, x: str) -> str:
+def _term(weight_name: str, x: str) -> str:
     name = f"({weight_name})" if "+" in weight_name else weight_name
     return f"{name}*{x}"
 
@@ -215,7 +215,7 @@ def neuron(weight, input_shape, index_or_coords, *, bias=None, **conv_kwargs) ->
     in_coords = [tuple(int(v) for v in c) for c in zip(*np.unravel_index(cols, geom.input_shape))]
     box = _box(geom, coords[1:], in_coords)
     y = _coord_str("y", coords)
-    terms = [_term("+".join(t), None, _coord_str("x", c)) for t, c in zip(taps, in_coords)]
+    terms = [_term("+".join(t), _coord_str("x", c)) for t, c in zip(taps, in_coords)]
     formula = f"{y} = " + (" + ".join(terms) if terms else "0") + (f" + {b:.6g}" if b else "")
     words = (
         f"Output neuron {flat} (row {flat} of M) is channel {coords[0]} at position {coords[1:]} of the "

@@ -9,7 +9,8 @@ Two answers to "which input neurons can change this deep neuron?":
 - :func:`receptive_set` - the exact set: the non-zeros of ``e_o^T M_L ... M_1``,
   the product of the sparsity patterns of the layers' matrices (pooling is a
   grouped convolution with a ones kernel, padding layers a 1x1 kernel with
-  that padding). It differs from the box at borders (zero padding drops,
+  that padding), pulled back layer by layer through the tap patterns without
+  forming the matrices. It differs from the box at borders (zero padding drops,
   reflect/replicate/circular fold), with strides that skip inputs and with
   dilation gaps.
 
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 from math import prod
 
 import numpy as np
-import scipy.sparse as sp
 
 from .neurons import compose_field, layer_field, parse_index
 
@@ -143,11 +143,15 @@ def _trace(model, input_shape) -> list[_Step]:
         raise ValueError(f"model could not be traced with torch.fx ({type(exc).__name__}: {exc})") from None
     params = list(model.parameters())
     dtype = params[0].dtype if params else torch.float32
+    training = model.training
     try:
+        gm.eval()  # batch norm in training mode cannot run a batch of one 1x1 map
         with torch.no_grad():
             ShapeProp(gm).propagate(torch.zeros((1, *input_shape), dtype=dtype))
     except Exception as exc:
         raise ValueError(f"model does not run on an input of shape {input_shape} ({exc})") from None
+    finally:
+        gm.train(training)
     steps: list[_Step] = []
     placeholders = 0
     for node in gm.graph.nodes:
@@ -276,13 +280,32 @@ def _fields(geom) -> tuple:
                  for ax in range(geom.ndim))
 
 
-def _structure(geom, select) -> sp.csr_array:
-    """The layer's sparsity pattern as a 0/1 matrix (a ones kernel: folded taps cannot cancel)."""
-    from .matrix import conv_matrix
+def _pull_back(geom, select, v: np.ndarray) -> np.ndarray:
+    """The input neurons read by the output neurons marked in ``v`` (a boolean vector).
 
-    M = conv_matrix(np.ones(geom.weight_shape), geom.input_shape, **geom.conv_kwargs())
-    M.data[:] = 1.0
-    return M if select is None else M[select]
+    Within one group every (output, input) channel pair has the same spatial
+    pattern, so one spatial tap pattern (a 1x1-channel layer) answers for all:
+    a group's input channels are read at the union of the columns of the
+    output positions marked in any of its output channels.
+    """
+    from .matrix import conv_geometry
+    from .pattern import tap_pattern
+
+    if select is not None:  # asymmetric padding: v indexes the kept rows of the larger layer
+        full = np.zeros(prod(geom.output_shape), dtype=bool)
+        full[select] = v
+        v = full
+    kw = geom.conv_kwargs()
+    kw.pop("groups")
+    spatial = tap_pattern(conv_geometry((1, 1, *geom.kernel_size), (1, *geom.input_size), **kw))
+    hits = v.reshape(geom.groups, geom.out_per_group, -1).any(axis=1)  # (groups, output positions)
+    out = np.zeros((geom.groups, geom.in_per_group, prod(geom.input_size)), dtype=bool)
+    for g, rows in enumerate(hits):
+        rows = np.flatnonzero(rows)
+        starts, lens = spatial.ptr[rows], spatial.row_counts[rows]
+        entries = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        out[g][:, spatial.col[entries]] = True
+    return out.ravel()
 
 
 # --------------------------------------------------------------------------- public
@@ -383,8 +406,7 @@ def receptive_set(model, input_shape, index_or_coords) -> ReceptiveSet:
             continue
         if step.kind == "layer":
             geom, select, _ = _layer(step, shapes[step.sources[0]])
-            S = _structure(geom, select)
-            _merge(masks, step.sources[0], (S.T @ v.astype(np.float64)) > 0)
+            _merge(masks, step.sources[0], _pull_back(geom, select, v))
         elif step.kind == "cat":
             parts = v.reshape(step.shape[0], -1)
             start = 0

@@ -29,8 +29,8 @@ from .pattern import slab_permutation, tap_pattern
 __all__ = ["kernel_names", "symbolic", "SymbolicMatrix", "entry_weights"]
 
 #: Default limits before the middle rows / columns are elided.
-MAX_ROWS = 100
-MAX_COLS = 100
+MAX_ROWS = 200
+MAX_COLS = 200
 
 _K_NAME = re.compile(r"^K\[([0-9,]+)\]$")
 

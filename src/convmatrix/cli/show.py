@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..symbolic import MAX_COLS, MAX_ROWS
 from .options import add_conv_options, conv_kwargs, shape, window
 
 EPILOG = """\
@@ -33,10 +34,10 @@ def register(sub) -> None:
     add_conv_options(p)
     p.add_argument("--rows", type=window, metavar="A:B", help="show rows A..B-1 only")
     p.add_argument("--cols", type=window, metavar="A:B", help="show columns A..B-1 only")
-    p.add_argument("--max-rows", type=int, default=100, metavar="N",
-                   help="elide the middle rows beyond N (0: never; default 100)")
-    p.add_argument("--max-cols", type=int, default=100, metavar="N",
-                   help="elide the middle columns beyond N (0: never; default 100)")
+    p.add_argument("--max-rows", type=int, default=MAX_ROWS, metavar="N",
+                   help=f"elide the middle rows beyond N (0: never; default {MAX_ROWS})")
+    p.add_argument("--max-cols", type=int, default=MAX_COLS, metavar="N",
+                   help=f"elide the middle columns beyond N (0: never; default {MAX_COLS})")
     p.add_argument("--no-separators", action="store_true", help="spaces instead of '|' and '||'")
     p.add_argument("--format", choices=("text", "markdown", "latex", "html"), default="text")
     p.set_defaults(func=run)
