@@ -5,35 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convmatrix
 from convmatrix.neurons import feeds, neuron, parse_index
+from strategies import forward_convs, transposed_convs
 from oracles import torch_module
 
 
-@st.composite
-def layers(draw):
-    nd = draw(st.integers(1, 2))
-    transposed = draw(st.booleans())
-    groups = draw(st.integers(1, 2))
-    cin, cout = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
-    k = tuple(draw(st.integers(1, 3)) for _ in range(nd))
-    n = tuple(draw(st.integers(2, 6)) for _ in range(nd))
-    kw = dict(stride=draw(st.integers(1, 3)), dilation=draw(st.integers(1, 2)), groups=groups,
-              padding=draw(st.integers(0, 2)))
-    if transposed:
-        kw.update(transposed=True, output_padding=draw(st.integers(0, 1)))
-        shape = (cin, cout // groups, *k)
-    else:
-        kw["padding_mode"] = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
-        shape = (cout, cin // groups, *k)
-    try:
-        geom = convmatrix.ConvGeometry.from_args(shape, (cin, *n), **kw)
-    except ValueError:
-        assume(False)
-    return shape, (cin, *n), kw, geom
+def layers():
+    """Forward and transposed 1-D and 2-D layers torch accepts, with their geometry."""
+    def with_geometry(layer):
+        shape, input_shape, kw = layer
+        return shape, input_shape, kw, convmatrix.ConvGeometry.from_args(shape, input_shape, **kw)
+
+    return st.one_of(forward_convs(max_nd=2), transposed_convs(max_nd=2)).map(with_geometry)
 
 
 def grad_support(weight, input_shape, out_index, **kw):

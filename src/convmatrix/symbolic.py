@@ -201,7 +201,8 @@ class SymbolicMatrix:
 
     def to_latex(self) -> str:
         r"""A LaTeX ``bmatrix`` (``K[0,1,2,2]`` becomes ``K_{0,1,2,2}``; separators as
-        ``\vert`` / ``\Vert`` columns)."""
+        ``\vert`` / ``\Vert`` columns). MathJax takes any width; LaTeX's amsmath needs
+        ``\setcounter{MaxMatrixCols}{N}`` for more than 10 columns."""
         row_ids, col_ids, grid = self.cells()
         seps = [self._separator(a, b) for a, b in zip(col_ids, col_ids[1:])]
         mark = {" ": None, "|": r"\vert", "||": r"\Vert"}
