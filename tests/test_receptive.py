@@ -200,3 +200,42 @@ def test_errors():
         receptive_field("vgg", (1, 8, 8))
     with pytest.raises(ValueError, match="model does not run on an input of shape"):
         receptive_field(nn.Conv2d(3, 1, 3), (1, 8, 8))
+
+
+class _Returns(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.conv, self.pool, self.fn = nn.Conv1d(1, 1, 3, padding=1), nn.MaxPool1d(2), fn
+        self.wide, self.mean = nn.Conv1d(1, 1, 5), nn.AdaptiveAvgPool1d(1)
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def test_different_strides_have_no_box_but_an_exact_set():
+    model = _Returns(lambda m, x: m.wide(x) + m.pool(x))
+    with pytest.raises(ValueError, match=r"joins paths with different strides \[1, 2\]"):
+        receptive_field(model, (1, 8))
+    rs = receptive_set(model, (1, 8), 1)
+    assert rs.box is None and rs.flat.tolist() == [1, 2, 3, 4, 5]  # wide reads 1..5, the pool 2..3
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda m, x: (m.conv(x), x), "model must return one tensor"),
+    (lambda m, x: torch.softmax(m.conv(x), dim=2), r"operation 'softmax' \(softmax\) is not supported"),
+    (lambda m, x: m.conv(x) + m.mean(x), r"broadcasts \(1, 1\) to \(1, 8\)"),
+    (lambda m, x: m.conv(x) if x.sum() > 0 else x, "could not be traced with torch.fx"),
+])
+def test_graph_errors(fn, message):
+    model = _Returns(fn)
+    with pytest.raises(ValueError, match=message):
+        receptive_set(model, (1, 8), 0)
+
+
+def test_two_inputs_refused():
+    class Two(nn.Module):
+        def forward(self, x, y):
+            return x + y
+
+    with pytest.raises(ValueError, match="model must take one input tensor"):
+        receptive_field(Two(), (1, 4))

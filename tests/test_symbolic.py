@@ -212,3 +212,8 @@ def test_errors():
         symbolic((2, 1, 2, 2), (1, 3, 3)).render("pdf")
     with pytest.raises(ValueError, match="input_shape has 2 channel"):
         symbolic((2, 1, 2, 2), (2, 3, 3))
+
+
+def test_window_must_hold_ints():
+    with pytest.raises(TypeError, match="rows must hold ints"):
+        symbolic((2, 1, 2, 2), (1, 3, 3), rows=(0.5, 2))

@@ -139,9 +139,13 @@ class Neuron:
     formula: str
     words: str
     geometry: ConvGeometry = field(repr=False)
+    values: str | None = None  # the formula with the numbers, when the weight is known
 
     def __str__(self) -> str:
-        lines = [self.words, "", "  " + self.formula, "", "  input neuron (flat)  (channel, *position)  weight"]
+        lines = [self.words, "", "  " + self.formula]
+        if self.values:
+            lines.append("  " + self.values)
+        lines += ["", "  input neuron (flat)  (channel, *position)  weight"]
         for k, (flat, c) in enumerate(zip(self.inputs, self.input_coords)):
             w = "+".join(self.taps[k])
             if self.weights is not None:
@@ -216,7 +220,11 @@ def neuron(weight, input_shape, index_or_coords, *, bias=None, **conv_kwargs) ->
     box = _box(geom, coords[1:], in_coords)
     y = _coord_str("y", coords)
     terms = [_term("+".join(t), _coord_str("x", c)) for t, c in zip(taps, in_coords)]
-    formula = f"{y} = " + (" + ".join(terms) if terms else "0") + (f" + {b:.6g}" if b else "")
+    formula = f"{y} = " + (" + ".join(terms) if terms else "0") + (f" + bias[{coords[0]}]" if bias is not None else "")
+    values_formula = None
+    if weights is not None:
+        terms = [f"{w:.6g}*{_coord_str('x', c)}" for w, c in zip(weights, in_coords)]
+        values_formula = f"{y} = " + (" + ".join(terms) if terms else "0") + (f" + {b:.6g}" if bias is not None else "")
     words = (
         f"Output neuron {flat} (row {flat} of M) is channel {coords[0]} at position {coords[1:]} of the "
         f"{geom.output_shape} output. It reads {len(cols)} of the {geom.matrix_shape[1]} input neurons "
@@ -224,7 +232,7 @@ def neuron(weight, input_shape, index_or_coords, *, bias=None, **conv_kwargs) ->
         f"channel {coords[0]}, or a sum of them where padding folds taps together), adds them up"
         + (f" and adds the bias {b:.6g}." if b else " (no bias).")
     )
-    return Neuron(flat, coords, row, cols, in_coords, weights, taps, b, box, formula, words, geom)
+    return Neuron(flat, coords, row, cols, in_coords, weights, taps, b, box, formula, words, geom, values_formula)
 
 
 def _bias(bias, geom: ConvGeometry, channel: int) -> float:

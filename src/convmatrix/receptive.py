@@ -141,6 +141,8 @@ def _trace(model, input_shape) -> list[_Step]:
         gm = symbolic_trace(model)
     except Exception as exc:  # fx raises many kinds of errors on untraceable code
         raise ValueError(f"model could not be traced with torch.fx ({type(exc).__name__}: {exc})") from None
+    if sum(node.op == "placeholder" for node in gm.graph.nodes) != 1:
+        raise ValueError("model must take one input tensor for receptive fields")
     params = list(model.parameters())
     dtype = params[0].dtype if params else torch.float32
     training = model.training
@@ -153,7 +155,6 @@ def _trace(model, input_shape) -> list[_Step]:
     finally:
         gm.train(training)
     steps: list[_Step] = []
-    placeholders = 0
     for node in gm.graph.nodes:
         if node.op == "output":
             out = node.args[0]
@@ -164,9 +165,6 @@ def _trace(model, input_shape) -> list[_Step]:
         meta = node.meta.get("tensor_meta")
         shape = tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else ()
         if node.op == "placeholder":
-            placeholders += 1
-            if placeholders > 1:
-                raise ValueError("model must take one input tensor for receptive fields")
             steps.append(_Step(node.name, "input", [], shape))
         elif node.op == "get_attr":
             steps.append(_Step(node.name, "constant", [], shape))  # a parameter or buffer
