@@ -36,7 +36,7 @@ import numpy as np
 from .geometry import ConvGeometry
 from .symbolic import entry_weights, kernel_names
 
-__all__ = ["neuron", "feeds", "Neuron", "Fanout", "parse_index", "layer_field"]
+__all__ = ["neuron", "feeds", "Neuron", "Fanout", "parse_index", "layer_field", "compose_field", "spatial_pattern"]
 
 
 def parse_index(name: str, value, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
@@ -93,6 +93,20 @@ def compose_field(inner: tuple[int, int, int], outer: tuple[int, int, int]) -> t
     s0, j0, p0 = inner
     s1, j1, p1 = outer
     return s0 + (s1 - 1) * j0, j0 * j1, p0 + p1 * j0
+
+
+def spatial_pattern(geom: ConvGeometry):
+    """The tap pattern of the layer's spatial part alone (one input, one output channel).
+
+    Within a group every (output, input) channel pair of a layer has this same
+    pattern, so structure questions (which neurons are connected) need only it.
+    """
+    from .matrix import conv_geometry
+    from .pattern import tap_pattern
+
+    kw = geom.conv_kwargs()
+    kw.pop("groups")
+    return tap_pattern(conv_geometry((1, 1, *geom.kernel_size), (1, *geom.input_size), **kw))
 
 
 def _as_layer(weight, input_shape, conv_kwargs):
@@ -269,16 +283,16 @@ def feeds(weight, input_shape, index_or_coords, **conv_kwargs) -> Fanout:
     >>> f.outputs.tolist(), [t[0] for t in f.taps]
     ([0, 1, 2, 3, 4, 5, 6, 7], ['d', 'c', 'b', 'a', 'h', 'g', 'f', 'e'])
     """
-    from .matrix import conv_matrix
-
     geom, values, names = _as_layer(weight, input_shape, conv_kwargs)
     flat, coords = parse_index("index_or_coords", index_or_coords, geom.input_shape)
-    # The structure of the column: build M once with a positive weight (no cancellation),
-    # through conv_matrix so that its memory check applies.
-    ones = np.ones(geom.weight_shape)
-    rows = np.asarray(conv_matrix(ones, geom.input_shape, **geom.conv_kwargs(), format="csc")[:, [flat]]
-                      .nonzero()[0], dtype=np.int64)
-    rows.sort()
+    # Output positions whose window holds this input position, from the spatial pattern;
+    # every output channel of the input channel's group reads it there.
+    spatial = spatial_pattern(geom)
+    channel, pos = divmod(flat, prod(geom.input_size))
+    positions = np.unique(np.searchsorted(spatial.ptr, np.flatnonzero(spatial.col == pos), side="right") - 1)
+    g, cog = channel // geom.in_per_group, geom.out_per_group
+    channels = np.arange(g * cog, (g + 1) * cog, dtype=np.int64)
+    rows = (channels[:, None] * spatial.n_positions + positions[None, :]).ravel()
     taps, weights = [], []
     for r in rows:
         indptr, cols, tap_ptr, widx = entry_weights(geom, int(r), int(r) + 1)

@@ -31,7 +31,7 @@ from math import prod
 
 import numpy as np
 
-from .neurons import compose_field, layer_field, parse_index
+from .neurons import compose_field, layer_field, parse_index, spatial_pattern
 
 __all__ = ["receptive_field", "receptive_set", "ReceptiveField", "ReceptiveSet"]
 
@@ -286,16 +286,11 @@ def _pull_back(geom, select, v: np.ndarray) -> np.ndarray:
     a group's input channels are read at the union of the columns of the
     output positions marked in any of its output channels.
     """
-    from .matrix import conv_geometry
-    from .pattern import tap_pattern
-
     if select is not None:  # asymmetric padding: v indexes the kept rows of the larger layer
         full = np.zeros(prod(geom.output_shape), dtype=bool)
         full[select] = v
         v = full
-    kw = geom.conv_kwargs()
-    kw.pop("groups")
-    spatial = tap_pattern(conv_geometry((1, 1, *geom.kernel_size), (1, *geom.input_size), **kw))
+    spatial = spatial_pattern(geom)
     hits = v.reshape(geom.groups, geom.out_per_group, -1).any(axis=1)  # (groups, output positions)
     out = np.zeros((geom.groups, geom.in_per_group, prod(geom.input_size)), dtype=bool)
     for g, rows in enumerate(hits):
