@@ -164,6 +164,13 @@ def test_relu_and_maxpool_gradient_is_subset(rng):
     assert receptive_set(model, (1, 10, 10), 5).flat.tolist() == receptive_set(linear, (1, 10, 10), 5).flat.tolist()
 
 
+def test_training_mode_model_is_left_as_it_was():
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.BatchNorm2d(1), nn.Dropout())
+    net[2].eval()
+    assert receptive_field(net, (1, 3, 3)).size == (3, 3)  # batch norm on a 1x1 map of a batch of one
+    assert [m.training for m in net.modules()] == [True, True, True, False]
+
+
 def test_single_layer_and_list():
     rf = receptive_field(nn.Conv1d(1, 1, 3, dilation=2, stride=3, padding=1), (1, 20))
     assert (rf.size, rf.stride, rf.padding) == ((5,), (3,), (1,))

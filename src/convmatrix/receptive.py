@@ -85,7 +85,7 @@ class _Step:
     """One node of the traced model, reduced to what receptive fields need."""
 
     name: str
-    kind: str  # "input", "layer", "same", "union", "cat"
+    kind: str  # "input", "layer", "same" (element-wise), "union" (add), "cat", "constant" (dropped)
     sources: list  # names of the nodes it reads (tensors only)
     shape: tuple  # output shape without the batch axis
     module: object = None  # for "layer": the torch module
@@ -145,7 +145,7 @@ def _trace(model, input_shape) -> list[_Step]:
         raise ValueError("model must take one input tensor for receptive fields")
     params = list(model.parameters())
     dtype = params[0].dtype if params else torch.float32
-    training = model.training
+    modes = {m: m.training for m in gm.modules()}
     try:
         gm.eval()  # batch norm in training mode cannot run a batch of one 1x1 map
         with torch.no_grad():
@@ -153,14 +153,15 @@ def _trace(model, input_shape) -> list[_Step]:
     except Exception as exc:
         raise ValueError(f"model does not run on an input of shape {input_shape} ({exc})") from None
     finally:
-        gm.train(training)
+        for m, mode in modes.items():  # leave the caller's model as it was
+            m.training = mode
     steps: list[_Step] = []
     for node in gm.graph.nodes:
         if node.op == "output":
             out = node.args[0]
             if not hasattr(out, "op"):
                 raise ValueError("model must return one tensor (not a tuple or dict) for receptive fields")
-            steps.append(_Step("output", "same", [out.name], steps_by_name(steps)[out.name].shape))
+            steps.append(_Step("output", "same", [out.name], next(s.shape for s in steps if s.name == out.name)))
             break
         meta = node.meta.get("tensor_meta")
         shape = tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else ()
@@ -189,10 +190,6 @@ def _trace(model, input_shape) -> list[_Step]:
     for s in steps:
         s.sources = [src for src in s.sources if src not in constants]
     return [s for s in steps if s.kind != "constant"]
-
-
-def steps_by_name(steps):
-    return {s.name: s for s in steps}
 
 
 def _function_step(node, shape) -> _Step:
