@@ -11,17 +11,27 @@ it lazily, on first use, so ``import convmatrix`` stays light.
 
 from importlib import import_module
 
+from .blocks import conv_matrix_blocks, conv_matrix_channels, conv_matrix_rows
 from .geometry import ConvGeometry
 from .matrix import conv_matrix
+# Imported eagerly (NumPy/SciPy only) so that the name is the function, not the submodule of the
+# same name that a later `import convmatrix.operator` would otherwise bind here.
+from .operator import operator
 from .signal import convmtx, convmtx2, convolution_matrix
 
 __version__ = "0.1.0"
 
 # Public names defined in modules that pull optional dependencies, loaded on first access.
 _LAZY = {
+    "from_module": ".modules",
+    "to_linear": ".modules",
+    "SparseConvLinear": ".modules",
 }
 
-__all__ = ["ConvGeometry", "conv_matrix", "convolution_matrix", "convmtx", "convmtx2", *_LAZY]
+__all__ = [
+    "ConvGeometry", "conv_matrix", "conv_matrix_rows", "conv_matrix_channels", "conv_matrix_blocks",
+    "operator", "convolution_matrix", "convmtx", "convmtx2", *_LAZY,
+]
 
 
 def __getattr__(name):

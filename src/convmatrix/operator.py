@@ -197,7 +197,7 @@ def operator(weight, input_shape, **conv_kwargs) -> ConvOperator:
     >>> A.shape
     (8, 9)
     >>> A @ np.arange(1., 10.)
-    array([ 37.,  47.,  67.,  77.,  81., 107., 159., 185.])
+    array([ 37.,  47.,  67.,  77.,  85., 111., 163., 189.])
     >>> A.H @ np.eye(8)[0]
     array([1., 2., 0., 3., 4., 0., 0., 0., 0.])
     """
