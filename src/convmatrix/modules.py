@@ -29,7 +29,8 @@ def module_conv_kwargs(module: nn.Module) -> dict:
     """The :func:`convmatrix.conv_matrix` keyword arguments of a torch conv module.
 
     >>> module_conv_kwargs(nn.ConvTranspose1d(2, 4, 3, stride=2, output_padding=1))
-    {'stride': (2,), 'padding': (0,), 'dilation': (1,), 'groups': 1, 'padding_mode': 'zeros', 'transposed': True, 'output_padding': (1,)}
+    {'stride': (2,), 'padding': (0,), 'dilation': (1,), 'groups': 1, 'padding_mode': 'zeros',
+     'transposed': True, 'output_padding': (1,)}
     """
     if not isinstance(module, _FORWARD + _TRANSPOSED):
         raise TypeError(
