@@ -85,6 +85,16 @@ def test_int64_indices_past_two_to_the_31_columns():
     np.testing.assert_array_equal(np.concatenate([b.indices for _, _, b in blocks]), expected_cols)
 
 
+def test_few_rows_many_columns_fit_a_small_budget():
+    # CSR points at rows: 2,500 rows of one entry each are 60 kB, however many columns there are
+    # (the size estimate once counted a pointer per column: 20 GB, refused on a smaller machine).
+    M = convmatrix.conv_matrix(np.ones((1, 1, 1, 1)), (1, 50000, 50000), stride=1000, max_bytes=61_000)
+    assert M.data.nbytes + M.indices.nbytes + M.indptr.nbytes == 2500 * 16 + 2501 * 8
+    with pytest.raises(ValueError, match="csc matrix .* would need 20 GB"):
+        convmatrix.conv_matrix(np.ones((1, 1, 1, 1)), (1, 50000, 50000), stride=1000, format="csc",
+                               max_bytes=61_000)
+
+
 def test_block_rows_against_direct_indexing():
     # Blocks of a layer with 16 input channels, checked entry by entry against which input neuron
     # each output neuron reads: output (u, v, j) reads input (c, v + dy - 1, j + dx - 1) through
