@@ -10,7 +10,6 @@ original kernel. This module imports torch; ``convmatrix`` reaches it lazily.
 from __future__ import annotations
 
 import warnings
-from math import prod
 
 import numpy as np
 import torch
