@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 # Public names defined in modules that pull optional dependencies, loaded on first access.
 _LAZY = {
+    "explore": ".explorer",
 }
 
 __all__ = ["ConvGeometry", "conv_matrix", "convolution_matrix", "convmtx", "convmtx2", *_LAZY]

@@ -14,6 +14,7 @@ from importlib import import_module
 
 # Command modules, in the order ``--help`` lists them.
 COMMANDS = [
+    "explore",
 ]
 
 EPILOG = """\
