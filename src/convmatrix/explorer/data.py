@@ -95,7 +95,7 @@ def layer_spec(weight_shape, **conv_kwargs) -> dict:
 
 # Which control an error message of the library concerns (first keyword found wins).
 _FIELD_WORDS = (
-    ("input_shape has", "input"), ("output_padding", "output_padding"), ("groups", "groups"),
+    ("kernel larger", "weight"), ("input_shape has", "input"), ("output_padding", "output_padding"), ("groups", "groups"),
     ("padding_mode", "padding_mode"), ("padding", "padding"), ("stride", "stride"),
     ("dilation", "dilation"), ("transposed", "transposed"),
 )
@@ -298,6 +298,7 @@ class Stack:
     # ----------------------------------------------------------------- window
     def window(self, layer: int, r0: int, r1: int, c0: int, c1: int, *, limit=MAX_WINDOW) -> dict:
         """Entries of ``M[r0:r1, c0:c1]`` of one layer, with names, values and separators."""
+        layer = _int(layer, "layer")
         lay = self._layer(layer)
         rows, cols = lay.geom.matrix_shape
         r0, r1, c0, c1 = (_int(v, n) for v, n in ((r0, "r0"), (r1, "r1"), (c0, "c0"), (c1, "c1")))
@@ -323,6 +324,7 @@ class Stack:
     # --------------------------------------------------------------- sparsity
     def sparsity(self, layer: int, r0: int, r1: int, c0: int, c1: int, h: int = 256, w: int = 256) -> dict:
         """A sparsity image of ``M[r0:r1, c0:c1]``: ``h x w`` counts, one sampled matrix row per pixel row."""
+        layer = _int(layer, "layer")
         lay = self._layer(layer)
         rows, cols = lay.geom.matrix_shape
         r0, r1, c0, c1, h, w = (_int(v, n) for v, n in

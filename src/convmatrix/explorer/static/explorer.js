@@ -180,7 +180,11 @@
     renderLayerPick();
     renderMaps();
     renderKernel();
-    await renderMatrix();
+    try {
+      await renderMatrix();
+    } catch (e) {
+      showError(e);
+    }
     document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
     return true;
   }
