@@ -95,7 +95,7 @@ def layer_spec(weight_shape, **conv_kwargs) -> dict:
 
 # Which control an error message of the library concerns (first keyword found wins).
 _FIELD_WORDS = (
-    ("kernel larger", "weight"), ("input_shape has", "input"), ("output_padding", "output_padding"), ("groups", "groups"),
+    ("kernel larger", "weight"), ("input_shape has", "input"), ("input_shape must", "input"), ("output_padding", "output_padding"), ("groups", "groups"),
     ("padding_mode", "padding_mode"), ("padding", "padding"), ("stride", "stride"),
     ("dilation", "dilation"), ("transposed", "transposed"),
 )
