@@ -158,11 +158,12 @@ def test_malformed_neurons(text, match):
 def client():
     import warnings
 
+    from starlette.testclient import TestClient
+
     with warnings.catch_warnings():  # starlette's notice about its httpx client
         warnings.simplefilter("ignore", DeprecationWarning)
-        from starlette.testclient import TestClient
-
-    with TestClient(convmatrix.explore().app(), raise_server_exceptions=False) as c:
+        client = TestClient(convmatrix.explore().app(), raise_server_exceptions=False)
+    with client as c:
         yield c
 
 
