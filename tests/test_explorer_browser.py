@@ -215,10 +215,10 @@ def test_static_page_offline(page, tmp_path):
     # the seed's matrix, letters as CONTRACT.md prints them
     row0 = page.eval_on_selector_all("#matrix tr:nth-child(2) td", "es => es.map(e => e.textContent)")
     assert row0 == "a b 0 c d 0 0 0 0".split()
+    page.set_viewport_size({"width": 1180, "height": 720})  # the README's screenshot size
     hover(page, '[data-neuron="out:0:1:1"]', "out:0:1:1")
     assert "y[out:0:1:1] = a*x[in:0:1:1] + b*x[in:0:1:2] + c*x[in:0:2:1] + d*x[in:0:2:2]" in page.text_content("#formula")
     assert page.requests == [url] and page.errors == []
-    page.set_viewport_size({"width": 1180, "height": 720})
     png = page.screenshot()
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
     assert pixels.std() > 10 and len(np.unique(pixels)) > 20  # not blank

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from math import prod
@@ -150,9 +151,11 @@ class Layer:
     bias: np.ndarray
     spec: dict
 
-    @cached_property
+    @property
     def pattern(self):
-        return tap_pattern(self.geom)
+        # The page asks for its first views in parallel: build the pattern once, not per thread.
+        with _LOCK:
+            return tap_pattern(self.geom)
 
     @cached_property
     def names(self) -> np.ndarray:
@@ -183,30 +186,65 @@ class Layer:
         group, so the column of the group's first channel's row block, shifted by one
         block per channel, is the whole column.
         """
-        g = col // self.pattern.group_cols
-        first, count = g * self.geom.out_per_group, self.geom.out_per_group
-        block = _block_csc(self.geom, first)
-        p = self.pattern.n_positions
-        positions = block.indices[block.indptr[col]:block.indptr[col + 1]].astype(np.int64)
+        first, positions = self._column_positions(col)
+        p, count = self.pattern.n_positions, self.geom.out_per_group
         return (np.arange(first, first + count, dtype=np.int64)[:, None] * p + positions[None, :]).ravel()
+
+    def _column_positions(self, col: int):
+        """(first output channel of col's group, spatial output positions reading col)."""
+        first = (col // self.pattern.group_cols) * self.geom.out_per_group
+        block = _block_csc(self.geom, first)
+        return first, block.indices[block.indptr[col]:block.indptr[col + 1]].astype(np.int64)
+
+    def column(self, col: int, limit: int):
+        """Rows that read column ``col`` (sorted) with the names and values of their entries.
+
+        Only the group's first output channel is asked for its taps (one short row per
+        position); every other channel of the group applies its own row of the slab
+        array at the same taps, which is what the slab layout of ``entry_taps`` means.
+        """
+        first, positions = self._column_positions(col)
+        p, count = self.pattern.n_positions, self.geom.out_per_group
+        slab = self.geom.in_per_group * self.geom.kernel_numel
+        taps = []
+        for o in positions:
+            r = int(first * p + o)
+            cols = self.structure_rows(r, r + 1)
+            tap_ptr, t = self.pattern.entry_taps(r, r + 1)
+            j = int(np.searchsorted(cols, col))
+            taps.append(t[tap_ptr[j]:tap_ptr[j + 1]] - first * slab)
+        rows, names, values = [], [], []
+        channels = min(count, -(-limit // max(len(positions), 1)))  # name at most about `limit` entries
+        for u in range(first, first + channels):
+            for o, t in zip(positions, taps):
+                k = t + u * slab
+                rows.append(u * p + int(o))
+                names.append("+".join(self.names[k]))
+                values.append(self.slab_values[k].sum())
+        return np.asarray(rows, dtype=np.int64), names, values
 
 
 def _block_csc(geom: ConvGeometry, channel: int) -> sp.csc_array:
     """Structure of output channel ``channel``'s row block, column-major (cached)."""
     key = (geom, channel)
-    if key not in _BLOCK_CACHE:
-        pattern = tap_pattern(geom)
-        p = pattern.n_positions
-        _, indices, indptr = pattern.fill(None, channel * p, (channel + 1) * p)
-        block = sp.csr_array((np.ones(len(indices), dtype=np.int8), indices, indptr),
-                             shape=(p, geom.matrix_shape[1]))
-        if len(_BLOCK_CACHE) >= 8:
-            _BLOCK_CACHE.pop(next(iter(_BLOCK_CACHE)))
-        _BLOCK_CACHE[key] = block.tocsc()
+    with _LOCK:
+        return _BLOCK_CACHE[key] if key in _BLOCK_CACHE else _build_block(geom, channel, key)
+
+
+def _build_block(geom: ConvGeometry, channel: int, key) -> sp.csc_array:
+    pattern = tap_pattern(geom)
+    p = pattern.n_positions
+    _, indices, indptr = pattern.fill(None, channel * p, (channel + 1) * p)
+    block = sp.csr_array((np.ones(len(indices), dtype=np.int8), indices, indptr),
+                         shape=(p, geom.matrix_shape[1]))
+    if len(_BLOCK_CACHE) >= 8:
+        _BLOCK_CACHE.pop(next(iter(_BLOCK_CACHE)))
+    _BLOCK_CACHE[key] = block.tocsc()
     return _BLOCK_CACHE[key]
 
 
 _BLOCK_CACHE: dict = {}
+_LOCK = threading.RLock()
 
 
 def _default_weight(shape) -> np.ndarray:
@@ -290,7 +328,7 @@ class Stack:
                            "values": [_num(v) for v in layer.weight.reshape(-1)]}
                 if layer.weight.size <= MAX_KERNEL else None,
                 "bias": [_num(v) for v in layer.bias],
-                "out_channel_rows": layer.pattern.n_positions,
+                "out_channel_rows": prod(g.output_size),
             })
         return {"spec": self.spec, "maps": [{"prefix": p, "shape": list(s)} for p, s in self.maps],
                 "layers": layers}
@@ -365,13 +403,9 @@ class Stack:
             lay = self.layers[k]
             rows = lay.column_rows(n)
             ids = self.neuron_id(k + 1, rows)
-            named = []
-            for r in rows[:MAX_NAMED]:
-                _, cols, names, values = lay.rows(int(r), int(r) + 1)
-                j = int(np.searchsorted(cols, n))
-                named.append((names[j], values[j]))
-            out["feeds"] = [[i, str(nm), _num(v)] for i, (nm, v) in zip(ids, named)] + \
-                [[i, "", None] for i in ids[MAX_NAMED:]]
+            _, names, values = lay.column(n, MAX_NAMED)
+            out["feeds"] = [[i, str(nm), _num(v)] for i, nm, v in zip(ids, names, values)] + \
+                [[i, "", None] for i in ids[len(names):]]
         if fields and k > 0:
             out["field"] = self.field(k, n)
         return out

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from math import prod
 
 from ..geometry import format_bytes
+from ..pattern import axis_nnz
 from .data import Stack
 
 __all__ = ["render_page", "static_answers", "estimate_static_bytes", "MAX_PAGE_BYTES"]
@@ -39,17 +41,10 @@ def estimate_static_bytes(stack: Stack) -> int:
     """A cheap upper estimate of a static page's size: every stored entry appears in the
     window, one reader's list, one feeder's list and one formula; every neuron in the
     fields of the maps after it."""
-    entries = sum(lay.pattern.nnz for lay in stack.layers)
-    neurons = [int(_prod(shape)) for _, shape in stack.maps]
+    entries = sum(axis_nnz(lay.geom) for lay in stack.layers)
+    neurons = [prod(shape) for _, shape in stack.maps]
     fields = sum(n * sum(neurons[:k]) for k, n in enumerate(neurons)) if len(stack.layers) > 1 else 0
     return 200_000 + 160 * entries + 120 * sum(neurons) + 16 * fields
-
-
-def _prod(shape):
-    out = 1
-    for s in shape:
-        out *= s
-    return out
 
 
 def static_answers(stack: Stack, max_bytes: int = MAX_PAGE_BYTES) -> dict:
@@ -65,7 +60,7 @@ def static_answers(stack: Stack, max_bytes: int = MAX_PAGE_BYTES) -> dict:
         rows, cols = lay.geom.matrix_shape
         answers["windows"].append(stack.window(i, 0, rows, 0, cols, limit=None))
     for k, (prefix, shape) in enumerate(stack.maps):
-        for nid in stack.neuron_id(k, range(_prod(shape))):
+        for nid in stack.neuron_id(k, range(prod(shape))):
             answers["neurons"][nid] = stack.neuron(nid)
     size = len(json.dumps(answers, separators=(",", ":")))
     if size > max_bytes:
