@@ -107,7 +107,7 @@ def test_stack_fields_match_autograd(rng):
     J = torch.autograd.functional.jacobian(lambda t: linear(t).reshape(-1), x).reshape(-1, 81).numpy()
     for n in range(J.shape[0]):
         nid = next(iter(ids("out", s.maps[3][1], [n])))
-        field = s.neuron(nid)["field"]
+        field = s.neuron(nid, fields=True)["field"]
         assert [f["prefix"] for f in field] == ["in", "h1", "h2"]
         assert set(field[0]["ids"]) == ids("in", (1, 9, 9), np.flatnonzero(J[n]))
         coords = np.array(np.unravel_index(np.flatnonzero(J[n]), (9, 9)))
@@ -173,7 +173,9 @@ def test_server_answers(client):
     assert client.get("/api/summary").json()["layers"][0]["nnz"] == 32
     other = json.dumps({"input": "1x5", "layers": [layer_spec((1, 1, 3), padding=1, padding_mode="reflect")]})
     ans = client.get("/api/neuron", params={"spec": other, "neuron": "out:0:0"}).json()
-    assert [n for _, n, _ in ans["reads"]] == ["b", "a+c"]
+    assert [n for _, n, _ in ans["reads"]] == ["b", "a+c"] and "field" not in ans
+    ans = client.get("/api/neuron", params={"neuron": "out:1:1:1", "field": "1"}).json()
+    assert ans["field"][0]["ids"] == ["in:0:1:1", "in:0:1:2", "in:0:2:1", "in:0:2:2"]
     win = client.get("/api/window", params=dict(layer=0, r0=0, r1=8, c0=0, c1=9)).json()
     assert len(win["entries"]) == 32
     sp = client.get("/api/sparsity", params=dict(layer=0, r0=0, r1=8, c0=0, c1=9)).json()

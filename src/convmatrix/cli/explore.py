@@ -90,7 +90,8 @@ def run(args) -> int:
     explorer = Explorer(spec)  # validates every layer: a refusal is a one-line error
     if args.output:
         explorer.save(args.output)
-        print(f"wrote {args.output} ({explorer.stack.maps[0][1]} -> {explorer.stack.maps[-1][1]})")
+        shapes = " -> ".join("x".join(map(str, s)) for _, s in explorer.stack.maps)
+        print(f"wrote {args.output}: {shapes}, one self-contained page")
         return 0
     try:
         explorer.serve(args.port, open_browser=not args.no_browser, block=True)

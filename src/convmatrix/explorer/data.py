@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from math import prod
 
@@ -179,6 +179,15 @@ class Layer:
         """Columns read by rows ``[start, stop)`` (structure only, cheap)."""
         return self.pattern.fill(None, start, stop)[1]
 
+    def columns_of(self, rows: np.ndarray) -> np.ndarray:
+        """Sorted union of the columns read by ``rows`` (sorted, unique)."""
+        if len(rows) == 0:
+            return rows
+        starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
+        stops = np.append(starts[1:], len(rows))
+        parts = [self.structure_rows(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
+        return np.unique(np.concatenate(parts)).astype(np.int64)
+
     def column_rows(self, col: int) -> np.ndarray:
         """Rows (output neurons) that read column ``col``, sorted.
 
@@ -259,7 +268,6 @@ class Stack:
 
     layers: list[Layer]
     budget: int = DEFAULT_BUDGET
-    _structure: dict = field(default_factory=dict, repr=False)
 
     @property
     def maps(self) -> list[tuple[str, tuple[int, ...]]]:
@@ -387,8 +395,9 @@ class Stack:
                 "sampled": r1 - r0 > h, "data": base64.b64encode(data.tobytes()).decode("ascii")}
 
     # ----------------------------------------------------------------- neuron
-    def neuron(self, text: str, *, fields: bool = True) -> dict:
-        """One neuron: what it reads (with kernel entries), what it feeds, its formula and field."""
+    def neuron(self, text: str, *, fields: bool = False) -> dict:
+        """One neuron: what it reads (with kernel entries), what it feeds and its formula;
+        with ``fields``, also its exact input set in every earlier map (:meth:`field`)."""
         k, n = self.parse_neuron(text)
         out = {"id": text, "map": k, "index": n}
         if k > 0:
@@ -413,36 +422,19 @@ class Stack:
     def field(self, k: int, n: int) -> list[dict]:
         """The exact input set of neuron ``n`` of map ``k`` in every earlier map, with its box.
 
-        The set in map j-1 is the columns of the rows of the set in map j: a product of
-        the layers' sparsity patterns, row vector by structure matrix.
+        The set in map j-1 is the support of (indicator of the set in map j) times layer
+        j-1's sparsity pattern: the union of the columns of those rows, read from the
+        pattern run by run of consecutive rows (no whole structure matrix is built).
         """
         result, current = [], np.array([n], dtype=np.int64)
         for j in range(k, 0, -1):
-            if j == k:  # one row: read it from the pattern, no whole structure matrix needed
-                current = self.layers[j - 1].structure_rows(n, n + 1).astype(np.int64)
-            else:
-                S = self._structure_matrix(j - 1)
-                current = np.unique(S[current].indices).astype(np.int64)
-            shape = self.maps[j - 1][1]
-            coords = np.unravel_index(current, shape)
+            current = self.layers[j - 1].columns_of(current)
+            coords = np.unravel_index(current, self.maps[j - 1][1])
             box = {"lo": [int(c.min()) for c in coords[1:]], "hi": [int(c.max()) for c in coords[1:]]} \
                 if len(current) else None
             result.append({"map": j - 1, "prefix": self.maps[j - 1][0], "count": int(len(current)),
                            "ids": self.neuron_id(j - 1, current), "box": box})
         return result[::-1]
-
-    def _structure_matrix(self, i: int) -> sp.csr_array:
-        """Layer i's sparsity pattern as a CSR matrix (cached; refused over the budget)."""
-        if i not in self._structure:
-            lay = self.layers[i]
-            g = lay.geom
-            check_memory(estimate_bytes(g, 1, "csr"), self.budget,
-                         f"the sparsity pattern of layer {i + 1} (matrix {g.matrix_shape[0]:,} x "
-                         f"{g.matrix_shape[1]:,})", "explore a smaller stack, or give the server a larger budget")
-            _, indices, indptr = lay.pattern.fill(None)
-            self._structure[i] = sp.csr_array((np.ones(len(indices), dtype=np.int8), indices, indptr),
-                                              shape=g.matrix_shape)
-        return self._structure[i]
 
     def _layer(self, index) -> Layer:
         i = _int(index, "layer")
@@ -477,8 +469,10 @@ def build_stack(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_
                          f"the tap pattern of layer {i + 1} ({tmpl:,} entries per output channel)",
                          "explore a smaller layer")
         except (ValueError, TypeError) as exc:
-            raise SpecError(str(exc), i, "input" if i == 0 and _field_of(str(exc)) == "input" else
-                            _field_of(str(exc)).replace("input", "weight")) from None
+            control = _field_of(str(exc))
+            if control == "input" and i > 0:  # a deeper layer's input is the previous layer's output
+                control = "weight"
+            raise SpecError(str(exc), i, control) from None
         w = weights[i] if weights is not None and i < len(weights) else None
         w = as_weight_array(w) if w is not None and tuple(np.shape(w)) == geom.weight_shape else \
             _default_weight(geom.weight_shape)

@@ -61,7 +61,7 @@ def static_answers(stack: Stack, max_bytes: int = MAX_PAGE_BYTES) -> dict:
         answers["windows"].append(stack.window(i, 0, rows, 0, cols, limit=None))
     for k, (prefix, shape) in enumerate(stack.maps):
         for nid in stack.neuron_id(k, range(prod(shape))):
-            answers["neurons"][nid] = stack.neuron(nid)
+            answers["neurons"][nid] = stack.neuron(nid, fields=True)
     size = len(json.dumps(answers, separators=(",", ":")))
     if size > max_bytes:
         raise ValueError(f"the self-contained page would be {format_bytes(size)}, more than the "

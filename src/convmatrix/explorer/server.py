@@ -83,7 +83,7 @@ def create_app(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_B
         Route("/api/window", answer(lambda s, q: s.window(*need(q, "layer", "r0", "r1", "c0", "c1")))),
         Route("/api/sparsity", answer(lambda s, q: s.sparsity(
             *need(q, "layer", "r0", "r1", "c0", "c1"), q.get("h", 256), q.get("w", 256)))),
-        Route("/api/neuron", answer(lambda s, q: s.neuron(*need(q, "neuron")))),
+        Route("/api/neuron", answer(lambda s, q: s.neuron(*need(q, "neuron"), fields=q.get("field") == "1"))),
     ]
     return Starlette(routes=routes)
 

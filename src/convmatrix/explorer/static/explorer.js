@@ -75,12 +75,14 @@
     return { r0, r1, c0, c1, h, w, sampled: false, pixels: px };
   }
 
-  async function neuron(id) {
-    if (!S.cache.has(id)) S.cache.set(id, api("neuron", { neuron: id }));
+  // A neuron's answer (cached); with field, also its exact input set through every layer.
+  async function neuron(id, field = false) {
+    const key = field ? `${id}|field` : id;
+    if (!S.cache.has(key)) S.cache.set(key, api("neuron", field ? { neuron: id, field: "1" } : { neuron: id }));
     try {
-      return await S.cache.get(id);
+      return await S.cache.get(key);
     } catch (e) {
-      S.cache.delete(id);
+      S.cache.delete(key);
       throw e;
     }
   }
@@ -412,7 +414,7 @@
   }
 
   function clearLight() {
-    for (const e of S.lit) e.classList.remove("active");
+    for (const e of S.lit) e.classList.remove("active", "used");
     for (const [e, t] of S.labelled) e.textContent = t;
     S.lit = []; S.labelled = [];
     for (const h of document.querySelectorAll("[data-hidden]")) h.textContent = "";
@@ -464,7 +466,8 @@
     const used = new Set();
     const list = ans.map === S.layer + 1 ? reads : ans.map === S.layer ? feeds : [];
     for (const [, name] of list) for (const part of String(name).split("+")) used.add(part);
-    for (const k of document.querySelectorAll(".kcell")) if (used.has(k.dataset.kernel)) light(k);
+    // kernel entries in use: their own class, so that `active` marks only neurons and matrix entries
+    for (const k of document.querySelectorAll(".kcell")) if (used.has(k.dataset.kernel)) { k.classList.add("used"); S.lit.push(k); }
     const f = $("formula");
     if (ans.formula) {
       f.textContent = `${S.labels === "names" ? ans.formula : ans.formula_values}\n\n` +
@@ -495,7 +498,7 @@
   async function pin(id) {
     if (S.pinned && S.pinned.id === id) { S.pinned = null; showField(); return; }
     let ans;
-    try { ans = await neuron(id); } catch (e) { showError(e); return; }
+    try { ans = await neuron(id, true); } catch (e) { showError(e); return; }
     S.pinned = ans;
     showField();
     document.body.dataset.field = id;
