@@ -158,10 +158,10 @@ def test_malformed_neurons(text, match):
 def client():
     import warnings
 
-    from starlette.testclient import TestClient
-
     with warnings.catch_warnings():  # starlette's notice about its httpx client
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
         client = TestClient(convmatrix.explore().app(), raise_server_exceptions=False)
     with client as c:
         yield c

@@ -500,6 +500,15 @@
     let ans;
     try { ans = await neuron(id, true); } catch (e) { showError(e); return; }
     S.pinned = ans;
+    // bring its row (or column) of the shown layer's matrix into the window of cells
+    const w = S.winData;
+    if (ans.map === S.layer + 1 && (ans.index < w.r0 || ans.index >= w.r1)) {
+      S.win.r0 = ans.index - 4;
+      await renderMatrix();
+    } else if (ans.map === S.layer && (ans.index < w.c0 || ans.index >= w.c1)) {
+      S.win.c0 = ans.index - 8;
+      await renderMatrix();
+    }
     showField();
     document.body.dataset.field = id;
   }
