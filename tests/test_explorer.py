@@ -93,6 +93,7 @@ def test_neurons_and_windows_match_torch(case, seed):
     for c in rng.choice(cols, size=min(cols, 3), replace=False):
         ans = s.neuron(next(iter(ids("in", ishape, [c]))))
         assert {i for i, _, _ in ans["feeds"]} == ids("out", out_shape, np.flatnonzero(dense[:, c]))
+        np.testing.assert_allclose([v for *_, v in ans["feeds"]], dense[:, c][dense[:, c] != 0], rtol=1e-5)
 
 
 def test_stack_fields_match_autograd(rng):

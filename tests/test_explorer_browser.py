@@ -150,6 +150,10 @@ def test_served_highlights_match_autograd(page, server, case):
     out_shape = tuple(module(torch.zeros(1, *in_shape, dtype=torch.float64)).shape[1:])
     assert page.eval_on_selector_all("[data-neuron^='out:']", "es => es.length") > 0
     check_layer(page, spec, [module], in_shape, out_shape, rng)
+    if len(in_shape) == 4:  # 3-D: another depth slice of the input, through its slider
+        page.fill('input[data-depth="in"]', str(in_shape[1] - 1))
+        page.wait_for_selector(f'[data-neuron="in:0:{in_shape[1] - 1}:0:0"]', state="attached")
+        check_layer(page, spec, [module], in_shape, out_shape, rng)
     assert page.errors == []
 
 
