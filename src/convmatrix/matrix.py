@@ -91,7 +91,7 @@ def estimate_bytes(geom: ConvGeometry, itemsize: int, fmt: str = "csr", nnz: int
     idx = np.dtype(index_dtype_for(cols, nnz)).itemsize
     if fmt == "coo":
         return nnz * (itemsize + 2 * idx)
-    return nnz * (itemsize + idx) + (max(rows, cols) + 1) * idx
+    return nnz * (itemsize + idx) + ((cols if fmt == "csc" else rows) + 1) * idx
 
 
 def conv_matrix(
