@@ -260,3 +260,30 @@ def test_cli_errors_are_one_line(tmp_path, args, match):
 def test_cli_help_has_examples():
     r = cli("--help")
     assert r.returncode == 0 and "convmatrix explore 2x1x2x2 1x3x3" in r.stdout
+
+
+# ------------------------------------------------------------------ explore()
+def test_explore_takes_shapes_weights_and_lists(rng):
+    w = rng.standard_normal((3, 2, 2))
+    ex = convmatrix.explore(w, (2, 6), stride=2)
+    assert ex.stack.window(0, 0, 1, 0, 12)["entries"][0][3] == pytest.approx(w[0, 0, 0], rel=1e-5)
+    stack = convmatrix.explore([(2, 1, 3), ((2, 2, 3), {"padding": 1})], (1, 7)).stack
+    assert [p for p, _ in stack.maps] == ["in", "h1", "out"] and stack.maps[2][1] == (2, 5)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: convmatrix.explore((2, 1, 2, 2)), "input_shape is required"),
+    (lambda: convmatrix.explore(None, (1, 3, 3)), "without a layer shows the seed example"),
+    (lambda: convmatrix.explore(torch.nn.Conv2d(1, 1, 2), (1, 3, 3), stride=2), "come from the module"),
+    (lambda: convmatrix.explore(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 2), torch.nn.MaxPool2d(2)), (1, 4, 4)),
+     "layer 1 is a MaxPool2d"),
+    (lambda: convmatrix.explore(torch.nn.Sequential(torch.nn.ReLU()), (1, 4, 4)), "holds no convolution"),
+])
+def test_explore_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_layer_spec_rejects_unknown_options():
+    with pytest.raises(TypeError, match="unknown convolution argument 'strides'"):
+        layer_spec((1, 1, 3), strides=2)
