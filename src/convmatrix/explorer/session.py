@@ -77,6 +77,8 @@ class Explorer:
 
         sock = bind(port)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        for layer in self.stack.layers:  # build the tap patterns now, so the page opens at once
+            layer.pattern
         server = uvicorn.Server(uvicorn.Config(self.app(), log_level="warning", lifespan="off"))
         if open_browser:
             import webbrowser

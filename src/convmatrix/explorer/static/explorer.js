@@ -6,7 +6,7 @@
 (() => {
   const BOOT = JSON.parse(document.getElementById("cm-boot").textContent);
   const STATIC = BOOT.mode === "static";
-  const MAX_CELLS = 12000; // grid cells drawn per feature map (more: a channel window)
+  const MAX_CELLS = 6000; // grid cells drawn per feature map (more: a channel window)
   const WIN = { rows: 32, cols: 48 }; // matrix entries drawn as cells
   const CONV = ["stride", "padding", "padding_mode", "dilation", "groups", "transposed", "output_padding"];
   const MODES = ["zeros", "reflect", "replicate", "circular"];
