@@ -15,10 +15,22 @@ from .geometry import ConvGeometry
 from .matrix import conv_matrix
 from .signal import convmtx, convmtx2, convolution_matrix
 
+# Eager (NumPy only): the function must shadow its own module's name, convmatrix.symbolic.
+from .symbolic import SymbolicMatrix, symbolic
+
 __version__ = "0.1.0"
 
 # Public names defined in modules that pull optional dependencies, loaded on first access.
 _LAZY = {
+    "symbolic": ".symbolic",
+    "SymbolicMatrix": ".symbolic",
+    "neuron": ".neurons",
+    "feeds": ".neurons",
+    "receptive_field": ".receptive",
+    "receptive_set": ".receptive",
+    "plot_matrix": ".plot",
+    "plot_neuron": ".plot",
+    "plot_receptive_field": ".plot",
     "explore": ".explorer",
 }
 
