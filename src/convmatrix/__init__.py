@@ -38,6 +38,7 @@ _LAZY = {
     "from_module": ".modules",
     "to_linear": ".modules",
     "SparseConvLinear": ".modules",
+    "explore": ".explorer",
 }
 
 __all__ = [
