@@ -328,3 +328,12 @@ def test_non_relu_activation_cannot_be_written_as_gemm_relu(tmp_path):
                    helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4]), {})
     with pytest.raises(ValueError, match=r"layer 1 has a Sigmoid activation.*--format pt or npz"):
         write_onnx(lower(load(model)), tmp_path / "fc.onnx")
+
+
+def test_chain_ending_in_relu_ends_with_relu_node(tmp_path, rng):
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["g"], transB=1), helper.make_node("Relu", ["g"], ["y"])]
+    model = _model(nodes, helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3]),
+                   helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2]),
+                   {"W": rng.standard_normal((2, 3)).astype(np.float32)})
+    _save_check(model, tmp_path, rng.standard_normal((5, 3)).astype(np.float32))
+    assert [n.op_type for n in onnx.load(str(tmp_path / "fc.onnx")).graph.node] == ["Gemm", "Relu"]

@@ -249,3 +249,18 @@ def test_failed_self_check_raises_conversion_error():
     check_close(ref, ref + 1e-12, "net", 1e-8)
     with pytest.raises(ConversionError, match=r"net: the converted network differs from the original by 0.1"):
         check_close(ref, ref + [[0.0, 0.1]], "net", 1e-8)
+
+
+def test_conv_transpose_called_with_output_size():
+    class Up(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(2, 1, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            return self.up(x, output_size=[8, 7])
+
+    model = Up().double().eval()
+    mlp = convmatrix.to_mlp(model, (2, 4, 4))
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    np.testing.assert_allclose(mlp(x).detach().numpy(), model(x).detach().numpy(), atol=1e-12)

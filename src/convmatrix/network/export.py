@@ -85,20 +85,19 @@ def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, d
         inits.append(numpy_helper.from_array(np.array([1, n_in], dtype=np.int64), "input_shape2d"))
         nodes.append(helper.make_node("Reshape", [cur, "input_shape2d"], ["flat"], name="reshape_in"))
         cur = "flat"
-    layers = _layers_with_output(chain)
     needs_reshape = not (batched and len(out_dims) == 2)
-    for i, layer in enumerate(layers, 1):
+    for i, layer in enumerate(chain.layers, 1):
         inits.append(numpy_helper.from_array(layer.M.astype(dtype).toarray(), f"W{i}"))
         inits.append(numpy_helper.from_array(layer.b.astype(dtype), f"B{i}"))
-        last = i == len(layers)
-        out = out_name if (last and not needs_reshape) else f"z{i}"
-        nodes.append(helper.make_node("Gemm", [cur, f"W{i}", f"B{i}"], [out], transB=1, name=f"gemm{i}"))
-        cur = out
+        nodes.append(helper.make_node("Gemm", [cur, f"W{i}", f"B{i}"], [f"z{i}"], transB=1, name=f"gemm{i}"))
+        cur = f"z{i}"
         if layer.kind == "ReLU":
             nodes.append(helper.make_node("Relu", [cur], [f"h{i}"], name=f"relu{i}"))
             cur = f"h{i}"
         if progress is not None:
             progress.update(1)
+    if not needs_reshape:  # the last node writes the original output
+        nodes[-1].output[0] = out_name
     if needs_reshape:
         target = [0 if (batched and k == 0) else (d if isinstance(d, int) else -1) for k, d in enumerate(out_dims)]
         if not batched or len(out_dims) < 2:

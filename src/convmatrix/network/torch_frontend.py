@@ -171,7 +171,8 @@ class _TorchLoader:
             return self._module(mod, cls, src, out_shape, str(name), args, kwargs, node)
         fname = getattr(node.target, "__name__", node.target) if node.op == "call_function" else node.target
         fname = fname.strip("_") if fname not in ("relu_",) else fname
-        fname = {"iadd": "add", "isub": "sub", "imul": "mul", "itruediv": "truediv", "div": "truediv"}.get(fname, fname)
+        fname = {"iadd": "add", "radd": "add", "isub": "sub", "imul": "mul", "rmul": "mul",
+                 "itruediv": "truediv", "div": "truediv"}.get(fname, fname)
         if fname in GATHER_FUNCTIONS:
             return self._gather(node, traced, out_shape, name)
         if fname in FUNCTIONAL_ACTS:
@@ -201,15 +202,18 @@ class _TorchLoader:
         g, x, in_shape = self.g, self.ir[src], self._shape(src)
         nd = len(in_shape) - 1
         if cls in ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
-            kw = dict(stride=mod.stride, padding=mod.padding, dilation=mod.dilation, groups=mod.groups,
-                      padding_mode=mod.padding_mode)
-            if cls.startswith("ConvTranspose"):  # output_padding from the real output (covers output_size=)
-                geom_kw = dict(kw, transposed=True, output_padding=0)
-                base = [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
-                        zip(in_shape[1:], mod.stride, mod.padding, mod.dilation, mod.kernel_size)]
-                kw = dict(geom_kw, output_padding=tuple(o - b for o, b in zip(out_shape[1:], base)))
-            M, b, shape = conv_affine(mod.weight.detach(), None if mod.bias is None else mod.bias.detach(),
-                                      in_shape, **kw)
+            if len(args) == 1 and not kwargs:
+                from ..modules import from_module
+
+                M, b = from_module(mod, in_shape)
+                return g.affine([x], M, b, shape=out_shape, name=name)
+            # ConvTranspose(x, output_size=...): the output padding the real output shows
+            base = [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
+                    zip(in_shape[1:], mod.stride, mod.padding, mod.dilation, mod.kernel_size)]
+            M, b, shape = conv_affine(mod.weight.detach(), None if mod.bias is None else mod.bias.detach(), in_shape,
+                                      stride=mod.stride, padding=mod.padding, dilation=mod.dilation,
+                                      groups=mod.groups, transposed=True,
+                                      output_padding=tuple(o - b for o, b in zip(out_shape[1:], base)))
             return g.affine([x], M, b, shape=shape, name=name)
         if cls == "Linear":
             M, b, shape = linear_affine(mod.weight.detach(), None if mod.bias is None else mod.bias.detach(), in_shape)
