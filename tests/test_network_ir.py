@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convmatrix.network import Graph, expand_max, load, lower, relu_only
+from convmatrix.network import Graph, expand_max, fuse_affine, load, lower, relu_only
 from convmatrix.network.ir import Act, Max
 
 KINDS = ["ReLU", "ReLU", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "PReLU"]
@@ -123,3 +123,20 @@ def test_load_api():
     np.testing.assert_allclose(g.evaluate(x.reshape(3, -1).numpy()), net.double()(x).reshape(3, -1).detach().numpy())
     with pytest.raises(ValueError, match="input_shape is required for a torch module"):
         load(net)
+
+
+@settings(max_examples=40)
+@given(random_graphs())
+def test_fuse_affine_keeps_the_function(g):
+    x = np.random.default_rng(2).standard_normal((4, g.nodes[0].size))
+    f = fuse_affine(g)
+    assert len(f.nodes) <= len(g.nodes)
+    np.testing.assert_allclose(f.evaluate(x), g.evaluate(x), rtol=1e-10, atol=1e-10)
+
+
+def test_fuse_affine_merges_conv_bn_flatten_linear():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8, 3)).eval()
+    f = fuse_affine(load(net, (1, 4, 4)))
+    assert [n.op for n in f.nodes] == ["Input", "Affine", "Act", "Affine"]
+    assert f.nodes[1].name == "0+1" and f.nodes[3].name == "3+4"

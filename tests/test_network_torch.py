@@ -264,3 +264,21 @@ def test_conv_transpose_called_with_output_size():
     mlp = convmatrix.to_mlp(model, (2, 4, 4))
     x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
     np.testing.assert_allclose(mlp(x).detach().numpy(), model(x).detach().numpy(), atol=1e-12)
+
+
+@settings(max_examples=20)
+@given(nd=st.integers(1, 2), s=st.integers(1, 2), d=st.integers(1, 2), k=st.integers(1, 3), g=st.sampled_from([1, 2]),
+       pad=st.integers(0, 1), mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+       transposed=st.booleans(), bias=st.booleans(), op=st.integers(0, 1))
+def test_conv_modules_every_option(nd, s, d, k, g, pad, mode, transposed, bias, op):
+    conv = {1: (nn.Conv1d, nn.ConvTranspose1d), 2: (nn.Conv2d, nn.ConvTranspose2d)}[nd][transposed]
+    if transposed:
+        layer = conv(2, 4, k, stride=s, padding=pad, dilation=d, groups=g, bias=bias,
+                     output_padding=op if op < max(s, d) else 0)
+    else:
+        layer = conv(2, 4, k, stride=s, padding=pad, dilation=d, groups=g, bias=bias, padding_mode=mode)
+    shape = (2,) + (5,) * nd
+    model = nn.Sequential(layer, nn.Tanh()).double().eval()
+    mlp = convmatrix.to_mlp(model, shape)
+    x = torch.randn(3, *shape, dtype=torch.float64)
+    np.testing.assert_allclose(mlp(x).detach().numpy(), model(x).detach().numpy(), atol=1e-12)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import os
 
 from .ir import Act, Add, Affine, Concat, Graph, Input, Max, Node
-from .passes import Chain, Layer, expand_max, lower, relu_only
+from .passes import Chain, Layer, expand_max, fuse_affine, lower, relu_only
 
 __all__ = ["load", "Graph", "Node", "Input", "Affine", "Act", "Add", "Concat", "Max", "Chain", "Layer",
-           "expand_max", "relu_only", "lower", "to_mlp", "MaskedActivation"]
+           "expand_max", "relu_only", "fuse_affine", "lower", "to_mlp", "MaskedActivation"]
 
 
 def load(model_or_path, input_shape=None) -> Graph:

@@ -1,4 +1,5 @@
-"""Passes over the IR: max pooling to ReLU trees, the ReLU family to ReLU, DAG to one chain.
+"""Passes over the IR: fused affine maps, max pooling to ReLU trees, the ReLU family to ReLU,
+DAG to one chain.
 
 The end product is a :class:`Chain`: ``Linear -> activation -> Linear -> ... -> Linear``,
 where every activation applies to all of its layer's neurons or, only where a skip
@@ -38,7 +39,7 @@ import scipy.sparse as sp
 
 from .ir import Act, Add, Affine, Concat, Graph, Input, Max, Node, apply_activation
 
-__all__ = ["Layer", "Chain", "expand_max", "relu_only", "lower", "prune", "rebuild"]
+__all__ = ["Layer", "Chain", "expand_max", "relu_only", "fuse_affine", "lower", "prune", "rebuild"]
 
 
 @dataclass(eq=False)
@@ -117,6 +118,28 @@ def rebuild(graph: Graph, rewrite: Callable[[Graph, Node, tuple[int, ...]], int 
         ids[j] = got
     new.output = ids[graph.output]
     return new
+
+
+def fuse_affine(graph: Graph) -> Graph:
+    """Consecutive Affine nodes as one (a sparse product) where the first has no other reader.
+
+    Conv + BatchNorm + Flatten, or a Linear after an average pool, become one Affine
+    node named ``"conv+bn+flatten"``; activations, additions and the output stay.
+    """
+    consumers = graph.consumers()
+
+    def rewrite(g: Graph, node: Node, ins: tuple[int, ...]) -> int | None:
+        if not (isinstance(node, Affine) and len(ins) == 1):
+            return None
+        old = node.inputs[0]
+        prev = g.nodes[ins[0]]
+        if not isinstance(prev, Affine) or len(consumers[old]) != 1 or old == graph.output:
+            return None
+        prev.M, prev.b = sp.csr_array(node.M @ prev.M), node.M @ prev.b + node.b
+        prev.shape, prev.name = node.shape, f"{prev.name}+{node.name}"
+        return ins[0]
+
+    return rebuild(graph, rewrite)
 
 
 def _select(index_lists, n_cols) -> sp.csr_array:
