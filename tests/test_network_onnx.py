@@ -187,7 +187,7 @@ def test_written_pt_and_npz_match(tmp_path):
     x = torch.randn(3, 1, 2, 5, 5)
     with torch.no_grad():
         want = model(x[:, 0]).numpy()
-        got = mlp(x).numpy().reshape(want.shape)
+        got = mlp(x[:, 0]).numpy()  # (N, C, H, W) in, (N, C, H, W) out: the batch axis is torch's
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     write_npz(chain, tmp_path / "fc.npz")
     z = np.load(tmp_path / "fc.npz")

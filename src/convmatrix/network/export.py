@@ -155,6 +155,8 @@ def write_pt(chain: Chain, path, *, dtype=None) -> None:
 
     from .mlp import chain_to_torch
 
+    if chain.meta.get("batched") and chain.output_shape[:1] == (1,):  # ONNX shapes carry the batch axis as 1
+        chain = Chain(chain.layers, chain.input_shape[1:], chain.output_shape[1:] or (1,), chain.meta)
     mlp = chain_to_torch(chain, dtype or torch.float32, max_bytes=2**62)
     torch.save({"format": "convmatrix-mlp/1", "modules": _module_spec(mlp), "state_dict": mlp.state_dict(),
                 "input_shape": list(chain.input_shape), "output_shape": list(chain.output_shape)},
