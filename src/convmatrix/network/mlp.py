@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import torch
 
-from ..geometry import check_memory, format_bytes
+from ..geometry import check_memory
 from .ir import activation_module
 from .passes import Chain, expand_max, lower
 from .torch_frontend import _check_shape, from_torch

@@ -32,8 +32,6 @@ __all__ = ["from_onnx", "read_onnx"]
 
 GATHER_OPS = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Concat", "Slice", "Gather",
               "Expand", "Tile", "DepthToSpace", "SpaceToDepth"}
-ACT_OPS = {"Relu": "ReLU", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "Softplus": "Softplus"}
-# Operations that move the batch axis or mix samples, with the attribute/input that says how.
 _AXIS_ZERO = "an operation over the batch axis (axis 0) of a model with a dynamic batch"
 
 

@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from .ir import Act, Add, Affine, Concat, Graph, Input, Max, Node, apply_activation
+from .ir import Act, Add, Affine, Graph, Input, Max, Node, apply_activation
 
 __all__ = ["Layer", "Chain", "expand_max", "relu_only", "fuse_affine", "lower", "prune", "rebuild"]
 
