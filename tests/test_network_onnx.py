@@ -337,3 +337,19 @@ def test_chain_ending_in_relu_ends_with_relu_node(tmp_path, rng):
                    {"W": rng.standard_normal((2, 3)).astype(np.float32)})
     _save_check(model, tmp_path, rng.standard_normal((5, 3)).astype(np.float32))
     assert [n.op_type for n in onnx.load(str(tmp_path / "fc.onnx")).graph.node] == ["Gemm", "Relu"]
+
+
+def test_nearest_resize_and_cast(tmp_path, rng):
+    nodes = [helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT),
+             helper.make_node("Resize", ["c", "", "scales"], ["r"], mode="nearest"),
+             helper.make_node("Relu", ["r"], ["y"])]
+    model = _model(nodes, helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3]),
+                   helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 6, 6]),
+                   {"scales": np.array([1, 1, 2, 2], dtype=np.float32)})
+    _save_check(model, tmp_path, rng.standard_normal((3, 2, 3, 3)).astype(np.float32))
+    linear = _model([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")],
+                    helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2]),
+                    helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4]),
+                    {"scales": np.array([1, 1, 2, 2], dtype=np.float32)})
+    with pytest.raises(ValueError, match=r"\(Resize\): Resize does not move values without changing them"):
+        load(linear)

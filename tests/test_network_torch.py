@@ -282,3 +282,19 @@ def test_conv_modules_every_option(nd, s, d, k, g, pad, mode, transposed, bias, 
     mlp = convmatrix.to_mlp(model, shape)
     x = torch.randn(3, *shape, dtype=torch.float64)
     np.testing.assert_allclose(mlp(x).detach().numpy(), model(x).detach().numpy(), atol=1e-12)
+
+
+def test_wrong_input_shape_is_a_value_error():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2)).eval()
+    with pytest.raises(ValueError, match=r"module '1' \(Linear\) fails on an input of shape \(N, \*\(2, 5\)\)"):
+        convmatrix.to_mlp(model, (2, 5))
+
+
+def test_empty_and_single_batches():
+    torch.manual_seed(5)
+    model = Residual(2, nn.Sigmoid()).eval()
+    mlp = convmatrix.to_mlp(model, (2, 3, 3))
+    for n in (0, 1):
+        x = torch.randn(n, 2, 3, 3)
+        assert mlp(x).shape == model(x).shape
+        torch.testing.assert_close(mlp(x), model(x))

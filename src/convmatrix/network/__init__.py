@@ -53,7 +53,8 @@ def load(model_or_path, input_shape=None) -> Graph:
             raise ValueError(f"input_shape {tuple(input_shape)} does not match the ONNX input {graph.input_shape}")
         return graph
     if input_shape is None:
-        raise ValueError("input_shape is required for a torch module: one input without the batch axis, e.g. (3, 32, 32)")
+        raise ValueError("input_shape is required for a torch module: one input without the batch axis, "
+                         "e.g. (3, 32, 32)")
     from .torch_frontend import from_torch
 
     return from_torch(model_or_path, input_shape)

@@ -265,7 +265,8 @@ def read_npz(path) -> Chain:
             M = sp.csr_array((z[f"M{i}_data"], z[f"M{i}_indices"], z[f"M{i}_indptr"]), shape=tuple(z[f"M{i}_shape"]))
             kind = str(z[f"act{i}"]) or None
             prefix = f"act{i}_"
-            params = {k[len(prefix):]: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files if k.startswith(prefix)}
+            params = {k[len(prefix):]: (z[k].item() if z[k].ndim == 0 else z[k])
+                      for k in z.files if k.startswith(prefix)}
             layers.append(Layer(M, z[f"b{i}"], kind, params, z[f"index{i}"] if f"index{i}" in z.files else None))
         return Chain(layers, tuple(int(d) for d in z["input_shape"]), tuple(int(d) for d in z["output_shape"]), {})
 

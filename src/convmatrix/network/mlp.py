@@ -157,7 +157,7 @@ def to_mlp(model, input_shape, *, check: int = 8, max_bytes: int | None = None, 
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(max(int(check), 1), *input_shape, dtype=torch.float64, generator=gen)
     with torch.no_grad():
-        ref = copy.deepcopy(model).double()(x).numpy()
+        ref = copy.deepcopy(model).cpu().double()(x).numpy()
     # The chain itself, sparse and in float64: any difference beyond rounding is a bug.
     got = chain.evaluate(x.reshape(len(x), -1).numpy()).reshape(ref.shape)
     max_abs, max_rel = check_close(ref, got, f"to_mlp({type(model).__name__})", 1e-8)

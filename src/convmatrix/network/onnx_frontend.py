@@ -11,7 +11,7 @@ Supported (opset 9 and newer): Conv, ConvTranspose, Gemm, MatMul, Add/Sub/Mul/Di
 Sigmoid, Tanh, Elu, Softplus, MaxPool, AveragePool, GlobalAveragePool,
 GlobalMaxPool, BatchNormalization, Pad, Flatten, Reshape, Transpose, Squeeze,
 Unsqueeze, Slice, Gather, Concat, Expand, Tile, DepthToSpace, SpaceToDepth,
-Identity, Dropout, Constant; nodes whose inputs are all constants (the
+Resize/Upsample (nearest), Cast to float, Identity, Dropout, Constant; nodes whose inputs are all constants (the
 Shape/Gather/Unsqueeze/Concat chains exporters emit for reshapes) are folded with
 ``onnx.reference``. Anything else raises ValueError naming the node and its place.
 """
@@ -31,7 +31,7 @@ from .layers import (adaptive_windows, avg_pool_affine, channel_affine, codes, c
 __all__ = ["from_onnx", "read_onnx"]
 
 GATHER_OPS = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Concat", "Slice", "Gather",
-              "Expand", "Tile", "DepthToSpace", "SpaceToDepth"}
+              "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Resize", "Upsample"}  # Resize: nearest only
 _AXIS_ZERO = "an operation over the batch axis (axis 0) of a model with a dynamic batch"
 
 
@@ -137,22 +137,24 @@ class _OnnxLoader:
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
             except Exception as exc:  # a reference op failing on odd input: one line, with the place
-                raise ValueError(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise ValueError(f"{where}: {type(exc).__name__}: {first}") from None
         name = self.out.name
         if name not in self.vals:
             raise ValueError(f"the output {name!r} does not depend on the input")
         self.g.output = self.vals[name]
         shape = self.g.output_shape
         declared = self.g.meta["output_dims"]
-        if declared and len(declared) == len(shape):
-            want = tuple(d if isinstance(d, int) else s for d, s in zip(declared, shape))
-            if want != shape:
+        declared = declared if len(declared) == len(shape) else [None] * len(shape)
+        dims = []  # declared ints must agree; a dynamic batch axis keeps its name; the rest as computed
+        for k, (d, n) in enumerate(zip(declared, shape)):
+            if isinstance(d, int) and d != n:
                 raise ValueError(f"output {name!r} is declared {declared} but computes shape {shape}")
-        else:  # undeclared: the computed shape, its batch axis as dynamic as the input's
-            dyn = self.dynamic and len(shape) >= 2 and shape[0] == 1
-            declared = [self.g.meta["input_dims"][0] if (dyn and k == 0) else s for k, s in enumerate(shape)]
-        self.g.meta["output_dims"] = [d if isinstance(d, int) else s for d, s in zip(declared, shape)] \
-            if not self.dynamic else [d if isinstance(d, int) or k == 0 else s for k, (d, s) in enumerate(zip(declared, shape))]
+            if k == 0 and self.dynamic and n == 1:
+                dims.append(d if isinstance(d, str) and d != "?" else self.g.meta["input_dims"][0])
+            else:
+                dims.append(n)
+        self.g.meta["output_dims"] = dims
         return self.g
 
     def convert(self, node):
@@ -233,6 +235,13 @@ class _OnnxLoader:
                 raise ValueError(f"{op} of {_AXIS_ZERO}")
 
     def op_Identity(self, node, a):
+        return self.vals[node.input[0]]
+
+    def op_Cast(self, node, a):
+        import onnx
+
+        if a.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+            raise ValueError(f"Cast of the data to {onnx.TensorProto.DataType.Name(a.get('to', 0))} is not supported")
         return self.vals[node.input[0]]
 
     def op_Dropout(self, node, a):

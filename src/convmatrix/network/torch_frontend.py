@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .ir import Graph
-from .layers import (adaptive_windows, avg_pool_affine, channel_affine, conv_affine, gather_matrix,
+from .layers import (adaptive_windows, avg_pool_affine, channel_affine, codes, conv_affine, gather_matrix,
                      linear_affine, max_pool_groups, pool_windows)
 
 __all__ = ["from_torch"]
@@ -80,7 +80,7 @@ class _TorchLoader:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.input_shape = _check_shape(input_shape)
-        self.model = copy.deepcopy(model).double()
+        self.model = copy.deepcopy(model).cpu().double()
         try:
             self.gm = torch.fx.symbolic_trace(self.model)
         except Exception as exc:  # fx raises many kinds; say which model and why, in one line
@@ -114,7 +114,12 @@ class _TorchLoader:
                 return self.g
             args = self._map(node.args)
             kwargs = self._map(node.kwargs)
-            value = self._concrete(node, args, kwargs)
+            try:
+                value = self._concrete(node, args, kwargs)
+            except Exception as exc:  # torch's own error for this layer on this input, in one line
+                msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ValueError(f"{self._where(node)} fails on an input of shape (N, *{self.input_shape}): "
+                                 f"{msg}") from None
             self.env[node] = value
             traced = [n for n in node.all_input_nodes if n in self.ir]
             if not traced or not isinstance(value, torch.Tensor):
@@ -337,7 +342,7 @@ class _TorchLoader:
         x, shape = self.ir[n], self._shape(n)
         if shape == out_shape:
             return x
-        src = np.broadcast_to(np.arange(1, prod(shape) + 1, dtype=np.float64).reshape((1,) * (len(out_shape) - len(shape)) + shape), out_shape)
+        src = np.broadcast_to(codes((1,) * (len(out_shape) - len(shape)) + shape), out_shape)
         return self.g.affine([x], gather_matrix(src, prod(shape)), shape=out_shape, name=f"{name} (broadcast)")
 
     def _constant(self, c, out_shape):
@@ -394,7 +399,8 @@ class _TorchLoader:
         out_idx = np.broadcast_to(np.arange(prod(kept)).reshape(kept), in_shape).reshape(-1)
         count = prod(in_shape) // prod(kept)
         w = 1.0 / count if op == "mean" else 1.0
-        M = sp.csr_array((np.full(len(out_idx), w), (out_idx, np.arange(len(out_idx)))), shape=(prod(kept), len(out_idx)))
+        M = sp.csr_array((np.full(len(out_idx), w), (out_idx, np.arange(len(out_idx)))),
+                         shape=(prod(kept), len(out_idx)))
         return self.g.affine([self.ir[src]], M, shape=out_shape, name=name)
 
 
