@@ -213,11 +213,9 @@ def write_nnet(chain: Chain, path, *, progress=None) -> None:
         f.write(",".join(["0.0"] * (n_in + 1)) + ",\n")
         f.write(",".join(["1.0"] * (n_in + 1)) + ",\n")
         for layer in layers:
-            W = layer.M.toarray()
-            for row in W:
-                f.write(",".join(repr(float(v)) for v in row) + ",\n")
-            for v in layer.b:
-                f.write(f"{float(v)!r},\n")
+            for row in layer.M.toarray().tolist():  # repr: the shortest text that reads back exactly
+                f.write(",".join(map(repr, row)) + ",\n")
+            f.writelines(f"{v!r},\n" for v in layer.b.tolist())
             if progress is not None:
                 progress.update(1)
 
