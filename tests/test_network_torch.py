@@ -243,7 +243,7 @@ def test_untraceable_model_is_refused_in_one_line():
 
 
 def test_failed_self_check_raises_conversion_error():
-    from convmatrix.network.mlp import ConversionError, check_close
+    from convmatrix.network.check import ConversionError, check_close
 
     ref = np.array([[1.0, -2.0]])
     check_close(ref, ref + 1e-12, "net", 1e-8)

@@ -130,7 +130,7 @@ def run(args) -> int:
 def _run(args) -> int:
     from ..geometry import format_bytes
     from ..network import export
-    from ..network.mlp import compare
+    from ..network.check import compare
     from ..network.onnx_frontend import from_onnx
     from ..network.passes import expand_max, lower, relu_only
 

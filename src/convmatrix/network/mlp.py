@@ -14,14 +14,11 @@ import torch
 
 from ..geometry import check_memory
 from .ir import activation_module
+from .check import ConversionError, check_close, compare  # noqa: F401 (re-exported)
 from .passes import Chain, expand_max, lower
 from .torch_frontend import _check_shape, from_torch
 
 __all__ = ["MaskedActivation", "to_mlp", "chain_to_torch", "ConversionError", "compare"]
-
-
-class ConversionError(ValueError):
-    """A converted network does not compute what the original computes (a bug: please report it)."""
 
 
 class MaskedActivation(torch.nn.Module):
@@ -90,27 +87,6 @@ def chain_to_torch(chain: Chain, dtype=None, max_bytes: int | None = None):
     if len(chain.output_shape) != 1:
         mods.append(torch.nn.Unflatten(1, chain.output_shape))
     return torch.nn.Sequential(*mods)
-
-
-def compare(reference, converted):
-    """Largest absolute and relative difference of two output arrays."""
-    reference, converted = np.asarray(reference, np.float64), np.asarray(converted, np.float64)
-    if reference.shape != converted.shape:
-        raise ConversionError(f"output shapes differ: original {reference.shape}, converted {converted.shape}")
-    diff = np.abs(reference - converted)
-    max_abs = float(diff.max(initial=0.0))
-    max_rel = float((diff / np.maximum(np.abs(reference), 1e-12 + np.abs(reference).max(initial=0.0))).max(initial=0.0))
-    return max_abs, max_rel
-
-
-def check_close(reference, converted, what: str, rtol: float):
-    """Raise ConversionError when ``converted`` differs from ``reference`` beyond ``rtol`` of its scale."""
-    max_abs, max_rel = compare(reference, converted)
-    scale = max(1.0, float(np.abs(reference).max(initial=0.0)))
-    if not np.isfinite(max_abs) or max_abs > rtol * scale:
-        raise ConversionError(f"{what}: the converted network differs from the original by {max_abs:.3g} "
-                              f"(largest output {scale:.3g}); this is a bug in convmatrix")
-    return max_abs, max_rel
 
 
 def to_mlp(model, input_shape, *, check: int = 8, max_bytes: int | None = None, seed: int = 0):
