@@ -353,3 +353,25 @@ def test_nearest_resize_and_cast(tmp_path, rng):
                     {"scales": np.array([1, 1, 2, 2], dtype=np.float32)})
     with pytest.raises(ValueError, match=r"\(Resize\): Resize does not move values without changing them"):
         load(linear)
+
+
+@pytest.mark.parametrize("op", ["AveragePool", "MaxPool"])
+def test_pool_output_sizes_and_values_like_onnxruntime(op):
+    """ceil_mode, pads, count_include_pad / dilations: onnxruntime's kernels are the reference."""
+    import itertools
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # onnxruntime's shape inference disagrees with its own kernel here
+    rng = np.random.default_rng(3)
+    for k, s, p, n, ceil, extra in itertools.product([2, 3], [1, 2, 3], [0, 1], [5, 6], [0, 1], [0, 1]):
+        attrs = dict(kernel_shape=[k], strides=[s], pads=[p, p], ceil_mode=ceil)
+        attrs.update(count_include_pad=extra) if op == "AveragePool" else attrs.update(dilations=[1 + extra])
+        model = _model([helper.make_node(op, ["x"], ["y"], **attrs)],
+                       helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, n]),
+                       helper.make_tensor_value_info("y", TensorProto.FLOAT, None), {}, opset=19)
+        x = rng.standard_normal((1, 1, n)).astype(np.float32)
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        want = sess.run(None, {"x": x})[0].ravel()
+        got = load(model).evaluate(x.reshape(1, -1).astype(np.float64)).ravel()
+        assert got.shape == want.shape, attrs
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=str(attrs))
