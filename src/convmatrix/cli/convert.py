@@ -206,7 +206,8 @@ def _run(args) -> int:
         if args.check:
             n = sum(len(x) if graph.meta["batched"] else 1 for x in _random_inputs(graph.meta, args.check, args.seed))
             print(f"check on {n} random inputs (onnxruntime on {os.path.basename(args.input)} vs the written "
-                  f"{fmt}): max abs difference {max_abs:.3g}, max rel difference {max_rel:.3g} (of the largest output)")
+                  f"{fmt}): max abs difference {max_abs:.3g}, max rel difference {max_rel:.3g} "
+                  "(of the largest output)")
     return 0
 
 
