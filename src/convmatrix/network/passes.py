@@ -209,6 +209,8 @@ def _same_act(a: Act, b: Act) -> bool:
 
 
 class _Lowering:
+    """The walk of :func:`lower`: values as affine functions ``(A, c)`` of the current state."""
+
     def __init__(self, graph: Graph, progress=None):
         self.g = graph
         self.consumers = graph.consumers()
@@ -288,7 +290,7 @@ class _Lowering:
         for j, (A, c) in zip(group, inputs):
             rows.append(A), bias.append(c)
             new_nonneg.append(np.full(A.shape[0], relu))
-            plan.append((j, offset, None, A.shape[0], True))
+            plan.append((j, offset, None, A.shape[0]))
             offset += A.shape[0]
         n_act = offset
         for v in sorted(self.expr):
@@ -303,14 +305,14 @@ class _Lowering:
                 neg = np.flatnonzero(~pos)
                 rows.append(-A[neg]), bias.append(-c[neg])
                 new_nonneg.append(np.ones(len(neg), bool))
-            plan.append((v, offset, neg, A.shape[0], False))
+            plan.append((v, offset, neg, A.shape[0]))
             offset += A.shape[0] + (0 if neg is None else len(neg))
         M = sp.vstack(rows, format="csr")
         index = None if (relu or offset == n_act) else np.arange(n_act)
         self.layers.append(Layer(M, np.concatenate(bias), kind, dict(params), index))
         self.nonneg = np.concatenate(new_nonneg)
         self.expr = {}
-        for v, off, neg, size, _ in plan:
+        for v, off, neg, size in plan:  # every value: its neurons in the new state
             A = _select([np.arange(off, off + size)], offset)
             if neg is not None:
                 A = A - sp.csr_array((np.ones(len(neg)), (neg, off + size + np.arange(len(neg)))),

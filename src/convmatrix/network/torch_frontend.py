@@ -39,7 +39,7 @@ ACTIVATIONS = {
 }
 # Functional forms: function or method name -> (module class, positional names after the input).
 FUNCTIONAL_ACTS = {
-    "relu": ("ReLU", ()), "relu_": ("ReLU", ()), "leaky_relu": ("LeakyReLU", ("negative_slope",)),
+    "relu": ("ReLU", ()), "leaky_relu": ("LeakyReLU", ("negative_slope",)),
     "elu": ("ELU", ("alpha",)), "celu": ("CELU", ("alpha",)), "selu": ("SELU", ()),
     "gelu": ("GELU", ()), "sigmoid": ("Sigmoid", ()), "tanh": ("Tanh", ()),
     "softplus": ("Softplus", ("beta", "threshold")), "silu": ("SiLU", ()), "mish": ("Mish", ()),
@@ -175,7 +175,7 @@ class _TorchLoader:
                 raise ValueError("a module must take the traced tensor as its first argument")
             return self._module(mod, cls, src, out_shape, str(name), args, kwargs, node)
         fname = getattr(node.target, "__name__", node.target) if node.op == "call_function" else node.target
-        fname = fname.strip("_") if fname not in ("relu_",) else fname
+        fname = fname.strip("_")  # __add__ -> add, relu_ -> relu (in-place forms compute the same)
         fname = {"iadd": "add", "radd": "add", "isub": "sub", "imul": "mul", "rmul": "mul",
                  "itruediv": "truediv", "div": "truediv"}.get(fname, fname)
         if fname in GATHER_FUNCTIONS:
