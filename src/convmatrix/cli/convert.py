@@ -77,12 +77,13 @@ def _random_inputs(meta, n: int, seed: int):
     """``n`` standard normal inputs, as the original's input takes them (batch axis as it has it)."""
     rng = np.random.default_rng(seed)
     dims = meta["input_dims"]
+    dtype = np.float64 if meta.get("float64") else np.float32
     if meta["batched"]:
         rest = [int(d) for d in dims[1:]]
         batch = n if meta["dynamic_batch"] else int(dims[0])
         runs = 1 if meta["dynamic_batch"] else max(1, -(-n // batch))
-        return [rng.standard_normal((batch, *rest)).astype(np.float32) for _ in range(runs)]
-    return [rng.standard_normal([int(d) for d in dims]).astype(np.float32) for _ in range(max(1, n))]
+        return [rng.standard_normal((batch, *rest)).astype(dtype) for _ in range(runs)]
+    return [rng.standard_normal([int(d) for d in dims]).astype(dtype) for _ in range(max(1, n))]
 
 
 def _run_onnx(path, xs, name):
@@ -167,7 +168,8 @@ def _run(args) -> int:
     try:
         bar = _progress(len(chain.layers) + 1, "writing")
         if fmt == "onnx":
-            export.write_onnx(chain, tmp, progress=bar, data_name=os.path.basename(args.output) + ".data")
+            export.write_onnx(chain, tmp, progress=bar, data_name=os.path.basename(args.output) + ".data",
+                              dtype=np.float64 if graph.meta.get("float64") else np.float32)
         elif fmt == "pt":
             export.write_pt(chain, tmp)
         elif fmt == "nnet":

@@ -102,7 +102,8 @@ class _OnnxLoader:
         self.vals = {self.inp.name: 0}  # name -> node id (tensors) ; constants live in self.consts
         self.g.meta.update(source="onnx", input_name=self.inp.name, input_dims=dims,
                            output_name=self.out.name, output_dims=_dims(self.out), opset=self.opset,
-                           batched=self.batched, dynamic_batch=self.dynamic)
+                           batched=self.batched, dynamic_batch=self.dynamic,
+                           float64=self.inp.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE)
 
     # -- helpers ---------------------------------------------------------------------------
     def shape(self, name):
