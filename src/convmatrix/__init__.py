@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 
 # Public names defined in modules that pull optional dependencies, loaded on first access.
 _LAZY = {
+    **dict.fromkeys(["dask_matrix", "to_zarr", "from_zarr", "matvec_store", "dask_spectral_norm", "store_info"],
+                    ".distributed"),
 }
 
 __all__ = ["ConvGeometry", "conv_matrix", "convolution_matrix", "convmtx", "convmtx2", *_LAZY]

@@ -22,6 +22,7 @@ __all__ = [
     "conv_output_size",
     "conv_transpose_output_size",
     "format_bytes",
+    "parse_bytes",
     "check_memory",
 ]
 
@@ -55,6 +56,49 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
+
+
+_BYTE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
+    "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50,
+}
+
+
+def parse_bytes(text_or_int, name: str = "size") -> int:
+    """A number of bytes from an int or a string like ``"512MB"``, ``"1.5 GB"``, ``"64MiB"``.
+
+    Decimal units (kB, MB, GB, TB: powers of 1000, as :func:`format_bytes` writes
+    them) and binary ones (KiB, MiB, GiB, TiB), case-insensitive.
+
+    >>> parse_bytes("512MB"), parse_bytes("1GiB"), parse_bytes(4096)
+    (512000000, 1073741824, 4096)
+    """
+    if isinstance(text_or_int, (bool, np.bool_)) or not isinstance(text_or_int, (str, numbers.Integral)):
+        raise TypeError(
+            f"{name} must be an int number of bytes or a string like '512MB', got {text_or_int!r} "
+            f"({type(text_or_int).__name__})"
+        )
+    if isinstance(text_or_int, numbers.Integral):
+        value = int(text_or_int)
+    else:
+        text = text_or_int.strip().replace("_", "")
+        number = text.rstrip("kKmMgGtTpPiIbB ")
+        unit = text[len(number):].strip().lower()
+        try:
+            amount = float(number)
+        except ValueError:
+            amount = float("nan")
+        if unit not in _BYTE_UNITS or amount != amount or amount in (float("inf"), float("-inf")):
+            raise ValueError(
+                f"{name} must be a number of bytes with an optional unit (B, kB, MB, GB, TB, KiB, MiB, "
+                f"GiB, TiB), like '512MB' or '1GB', got {text_or_int!r}"
+            )
+        value = int(amount * _BYTE_UNITS[unit])
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {text_or_int!r}")
+    return value
 
 
 def available_memory() -> int:
