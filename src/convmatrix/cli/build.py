@@ -73,9 +73,9 @@ def load_weight(text: str, seed: int, dtype: str) -> tuple[np.ndarray, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    w, source = load_weight(args.weight, args.seed, args.dtype)
     from .. import distributed as dist  # dask, zarr, sparse: only for this command
 
-    w, source = load_weight(args.weight, args.seed, args.dtype)
     kw = conv_kwargs(args)
     D = dist.dask_matrix(w, args.input_shape, block_bytes=args.block_bytes, **kw)
     metadata = {"layer": dist.layer_metadata(w, args.input_shape, **kw), "weight": source,
