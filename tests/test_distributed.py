@@ -127,6 +127,31 @@ def test_row_blocks_fit_the_budget_and_are_greedy(k, n, c, stride, pad, mode, pa
             assert csr_bytes(M[a:b + 1]) > budget
 
 
+@given(
+    k=st.integers(1, 4), n=st.integers(3, 8), c=st.integers(1, 2), stride=st.integers(1, 3),
+    dilation=st.integers(1, 2), pad=st.integers(0, 3), nd=st.integers(1, 3),
+    mode=st.sampled_from(["zeros", "reflect", "replicate", "circular", "transposed"]),
+)
+@settings(max_examples=60)
+def test_row_counts_match_the_built_matrix(k, n, c, stride, dilation, pad, nd, mode):
+    """Against the stored entries per row of the matrix conv_matrix builds."""
+    from hypothesis import assume
+
+    transposed = mode == "transposed"
+    kw = dict(stride=stride, dilation=dilation, padding=pad, transposed=transposed,
+              padding_mode="zeros" if transposed else mode)
+    try:
+        geom = convmatrix.ConvGeometry.from_args((2, c) + (k,) * nd if not transposed else (c, 2) + (k,) * nd,
+                                                 (c,) + (n,) * nd, **kw)
+    except ValueError:
+        assume(False)
+    w = np.ones(geom.weight_shape)
+    M = convmatrix.conv_matrix(w, geom.input_shape, **kw)
+    counts = np.diff(M.indptr).reshape(geom.out_channels, -1)
+    for u in range(geom.out_channels):
+        np.testing.assert_array_equal(dist.row_counts(geom), counts[u])
+
+
 def test_graph_holds_only_the_weight_and_the_geometry():
     w, ishape, kw, M = layer("reflect-stride-groups")
     D = convmatrix.dask_matrix(w, ishape, block_bytes=budget_for(M, 6), **kw)

@@ -39,7 +39,7 @@ import scipy.sparse as sp
 
 from .geometry import ConvGeometry, format_bytes, parse_bytes
 from .matrix import as_weight_array, build_csr, conv_geometry
-from .pattern import index_dtype_for, tap_pattern
+from .pattern import axis_taps, index_dtype_for
 
 try:
     import dask
@@ -71,6 +71,25 @@ ZARR_CHUNK = 1 << 22
 
 
 # ----------------------------------------------------------------- row blocks
+def row_counts(geom: ConvGeometry) -> np.ndarray:
+    """Stored entries of each row of one output channel (``tap_pattern(geom).row_counts``), cheaply.
+
+    The tap pattern is a product over the channels of a group and the spatial
+    axes, so a row's count is ``in_per_group`` times the number of distinct input
+    positions its output position reads along each axis. Counting them from
+    :func:`convmatrix.pattern.axis_taps` keeps the client that plans the blocks
+    from building the whole template (hundreds of MB for big layers).
+    """
+    counts = np.full((), geom.in_per_group, dtype=np.int64)
+    for ax in range(geom.ndim):
+        o, i, _ = axis_taps(geom, ax)
+        first = np.ones(len(o), dtype=bool)  # sorted by (o, i): count each (o, i) once
+        first[1:] = (o[1:] != o[:-1]) | (i[1:] != i[:-1])
+        per_axis = np.bincount(o[first], minlength=geom.output_size[ax]).astype(np.int64)
+        counts = np.multiply.outer(counts, per_axis)
+    return counts.reshape(-1)
+
+
 def row_blocks(geom: ConvGeometry, itemsize: int, block_bytes) -> np.ndarray:
     """Row boundaries ``[0, r1, ..., rows]`` of blocks of at most ``block_bytes`` as CSR.
 
@@ -88,9 +107,9 @@ def row_blocks(geom: ConvGeometry, itemsize: int, block_bytes) -> np.ndarray:
     """
     budget = parse_bytes(block_bytes, "block_bytes")
     rows, cols = geom.matrix_shape
-    pattern = tap_pattern(geom)
-    p = max(pattern.n_positions, 1)
-    cum = np.concatenate([[0], np.cumsum(pattern.row_counts, dtype=np.int64)])
+    counts = row_counts(geom)
+    p = max(len(counts), 1)
+    cum = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
     per_channel = int(cum[-1])
 
     def nnz_before(r: int) -> int:  # stored entries of rows [0, r): the same template per channel
@@ -101,7 +120,7 @@ def row_blocks(geom: ConvGeometry, itemsize: int, block_bytes) -> np.ndarray:
         idx = np.dtype(index_dtype_for(cols, nnz)).itemsize
         return nnz * (itemsize + idx) + (b - a + 1) * idx
 
-    widest = int(pattern.row_counts.max(initial=0))
+    widest = int(counts.max(initial=0))
     one_row = widest * (itemsize + np.dtype(index_dtype_for(cols, widest)).itemsize) + 2 * np.dtype(
         index_dtype_for(cols, widest)).itemsize
     if budget < one_row:
