@@ -27,6 +27,12 @@ import time
 import numpy as np
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def worker_peak_rss() -> int:
     """This process's peak resident memory in bytes (Linux: ru_maxrss is in kB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -74,6 +80,7 @@ def run_once(n_workers: int, weight, input_shape, block_bytes: str, folder: str)
         client.run(lambda: None)  # workers up
         pids = list(client.run(os.getpid).values())
         base = client.run(lambda: __import__("psutil").Process().memory_info().rss)
+        cpu0 = client.run(cpu_seconds)
         sampler = RssSampler(pids)
         sampler.start()
         t0 = time.perf_counter()
@@ -82,10 +89,11 @@ def run_once(n_workers: int, weight, input_shape, block_bytes: str, folder: str)
         seconds = time.perf_counter() - t0
         sampler.stop()
         maxrss = client.run(worker_peak_rss)
+        cpu = sum(client.run(cpu_seconds).values()) - sum(cpu0.values())
     result = dict(
         workers=n_workers, seconds=seconds, nnz=info.nnz, csr_bytes=info.csr_bytes, disk_bytes=info.disk_bytes,
         blocks=info.n_blocks, worker_maxrss=sorted(maxrss.values()), worker_base=sorted(base.values()),
-        sampled_peak_total=sampler.peak, client_maxrss=worker_peak_rss(),
+        sampled_peak_total=sampler.peak, client_maxrss=worker_peak_rss(), worker_cpu=cpu,
     )
     shutil.rmtree(path)
     return result
@@ -118,7 +126,8 @@ def main() -> None:
             print(
                 f"{k} worker(s): {r['nnz']:,} entries in {r['blocks']} blocks, {format_bytes(r['csr_bytes'])} as CSR, "
                 f"{format_bytes(r['disk_bytes'])} on disk; {r['seconds']:.1f} s = {rate / 1e6:.0f} M entries/s "
-                f"({format_bytes(r['csr_bytes'] / r['seconds'])}/s)\n"
+                f"({format_bytes(r['csr_bytes'] / r['seconds'])}/s); workers' CPU time {r['worker_cpu']:.1f} s = "
+                f"{r['nnz'] / r['worker_cpu'] / 1e6:.0f} M entries per CPU second\n"
                 f"    peak RSS per worker {', '.join(format_bytes(v) for v in r['worker_maxrss'])} "
                 f"(idle worker {format_bytes(max(r['worker_base']))}; budget {format_bytes(budget)}; "
                 f"largest worker peak = {peak / budget:.2f} x budget, {peak / r['csr_bytes']:.2f} x the matrix); "

@@ -121,8 +121,8 @@ def row_blocks(geom: ConvGeometry, itemsize: int, block_bytes) -> np.ndarray:
         return nnz * (itemsize + idx) + (b - a + 1) * idx
 
     widest = int(counts.max(initial=0))
-    one_row = widest * (itemsize + np.dtype(index_dtype_for(cols, widest)).itemsize) + 2 * np.dtype(
-        index_dtype_for(cols, widest)).itemsize
+    idx = np.dtype(index_dtype_for(cols, widest)).itemsize
+    one_row = widest * (itemsize + idx) + 2 * idx
     if budget < one_row:
         raise ValueError(
             f"block_bytes={block_bytes!r} ({format_bytes(budget)}) is smaller than one row of the matrix: "
@@ -161,7 +161,10 @@ def _as_csr(chunk) -> sp.csr_array:
 
 
 def _meta(dtype) -> "sparse.GCXS":
-    return sparse.GCXS.from_numpy(np.zeros((0, 0), dtype=dtype), compressed_axes=(0,))
+    """An empty chunk that tells Dask the chunk type; int32 indices like most blocks, so the
+    numba-compiled validation of sparse is compiled once for both (from_numpy would compile more)."""
+    empty = np.zeros(1, dtype=np.int32)
+    return sparse.GCXS((np.zeros(0, dtype=dtype), empty[:0], empty), shape=(0, 0), compressed_axes=(0,))
 
 
 def _build_block(w: np.ndarray, geom: ConvGeometry, block_info=None) -> "sparse.GCXS":
