@@ -412,10 +412,11 @@ def to_zarr(D, path, *, overwrite: bool = False, resume: bool = False, metadata:
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     path = os.fspath(path)
     todo = _prepare_store(path, D, overwrite, resume, metadata)
-    parts = D.blocks[todo] if todo else None
-    if parts is None:
+    if not todo:
         write = da.zeros((0, 1), dtype=np.int64, chunks=(0, 1))
     else:
+        # All blocks: map over D itself, so that Dask fuses each block's build and write into one task.
+        parts = D if len(todo) == D.numblocks[0] else D.blocks[todo]
         write = da.map_blocks(
             _write_block, parts, path, tuple(todo), chunks=((1,) * len(todo), (1,)), dtype=np.int64,
             meta=np.empty((0, 0), dtype=np.int64),
