@@ -15,12 +15,28 @@ from .geometry import ConvGeometry
 from .matrix import conv_matrix
 from .signal import convmtx, convmtx2, convolution_matrix
 
+# Eager (NumPy only): the function must shadow its own module's name, convmatrix.symbolic.
+from .symbolic import SymbolicMatrix, symbolic
+
 __version__ = "0.1.0"
 
 # Public names defined in modules that pull optional dependencies, loaded on first access.
 _LAZY = {
-    **dict.fromkeys(["dask_matrix", "to_zarr", "from_zarr", "matvec_store", "dask_spectral_norm", "store_info"],
-                    ".distributed"),
+    "symbolic": ".symbolic",
+    "SymbolicMatrix": ".symbolic",
+    "neuron": ".neurons",
+    "feeds": ".neurons",
+    "receptive_field": ".receptive",
+    "receptive_set": ".receptive",
+    "plot_matrix": ".plot",
+    "plot_neuron": ".plot",
+    "plot_receptive_field": ".plot",
+    "dask_matrix": ".distributed",
+    "to_zarr": ".distributed",
+    "from_zarr": ".distributed",
+    "store_info": ".distributed",
+    "matvec_store": ".distributed",
+    "dask_spectral_norm": ".distributed",
 }
 
 __all__ = ["ConvGeometry", "conv_matrix", "convolution_matrix", "convmtx", "convmtx2", *_LAZY]

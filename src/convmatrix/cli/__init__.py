@@ -14,6 +14,9 @@ from importlib import import_module
 
 # Command modules, in the order ``--help`` lists them.
 COMMANDS = [
+    "show",
+    "neuron",
+    "plot",
     "build",
 ]
 
@@ -31,8 +34,16 @@ class CLIError(Exception):
     """An error to report as one line on stderr with exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house rule for bad arguments: one line on stderr, exit status 2
+    (sub-command parsers inherit the class)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="convmatrix",
         description="A convolutional layer as the fully connected layer it is: exact sparse matrices "
         "of convolutions, explained, converted and analysed.",
