@@ -39,7 +39,7 @@ def test_build_resume_and_refusal(tmp_path, rng):
                                rtol=1e-12, atol=1e-12)
     again = cli(*args, cwd=tmp_path)
     assert again.returncode == 2 and again.stderr.count("\n") == 1
-    assert "error: the store 'm.zarr' exists" in again.stderr and "--overwrite / --resume" in again.stderr
+    assert f"error: the store {str(tmp_path / 'm.zarr')!r} exists" in again.stderr and "--overwrite / --resume" in again.stderr
     resumed = cli(*args, "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"(0 written now, {info.n_blocks} already there)" in resumed.stdout

@@ -163,6 +163,7 @@ def test_graph_holds_only_the_weight_and_the_geometry():
 
 
 # ---------------------------------------------------------------- linear algebra
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 @pytest.mark.parametrize("name", LAYERS)
 def test_matvecs_agree_with_torch_and_the_matrix(name, local_scheduler, rng):
     w, ishape, kw, M = layer(name)
@@ -335,6 +336,14 @@ def test_resume_on_a_foreign_store(tmp_path):
     D = convmatrix.dask_matrix(np.ones((1, 1, 3)), (1, 8))
     with pytest.raises(ValueError, match="a Zarr store but not one written by convmatrix.to_zarr"):
         convmatrix.to_zarr(D, tmp_path / "other.zarr", resume=True)
+
+
+def test_store_path_must_be_a_folder():
+    D = convmatrix.dask_matrix(np.ones((1, 1, 3)), (1, 8))
+    with pytest.raises(ValueError, match="path must be a folder on a .shared. file system, got the URL 's3://b/m.zarr'"):
+        convmatrix.to_zarr(D, "s3://b/m.zarr")
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike folder, got int"):
+        convmatrix.from_zarr(3)
 
 
 def test_from_zarr_on_a_plain_folder(tmp_path):

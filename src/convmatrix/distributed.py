@@ -262,6 +262,20 @@ class StoreInfo:
         )
 
 
+def _store_path(path) -> str:
+    """A store folder as an absolute path: workers may run in other folders.
+
+    Stores live on a file system (local, or shared by the cluster's machines);
+    URLs of object stores are refused rather than half supported.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike folder, got {type(path).__name__}")
+    path = os.fspath(path)
+    if "://" in path:
+        raise ValueError(f"path must be a folder on a (shared) file system, got the URL {path!r}")
+    return os.path.abspath(path)
+
+
 def _root_attrs(path: str) -> dict:
     try:
         root = zarr.open_group(path, mode="r")
@@ -292,7 +306,7 @@ def _disk_bytes(path: str) -> int:
 
 def store_info(path) -> StoreInfo:
     """Shape, blocks (and which are complete), stored entries and bytes of a store."""
-    path = os.fspath(path)
+    path = _store_path(path)
     attrs = _root_attrs(path)
     bounds = tuple(attrs["row_bounds"])
     done, nnz, nbytes = [], 0, 0
@@ -410,7 +424,7 @@ def to_zarr(D, path, *, overwrite: bool = False, resume: bool = False, metadata:
         raise ValueError("pass at most one of overwrite=True and resume=True")
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-    path = os.fspath(path)
+    path = _store_path(path)
     todo = _prepare_store(path, D, overwrite, resume, metadata)
     if not todo:
         write = da.zeros((0, 1), dtype=np.int64, chunks=(0, 1))
@@ -448,7 +462,7 @@ def from_zarr(path) -> "da.Array":
     Each task reads one block. ValueError when ``path`` is not such a store or
     some blocks are unfinished (resume the build first).
     """
-    path = os.fspath(path)
+    path = _store_path(path)
     info = store_info(path)
     if not info.is_complete:
         missing = sorted(set(range(info.n_blocks)) - set(info.complete))
@@ -478,7 +492,7 @@ def matvec_store(path, x, *, transpose: bool = False) -> np.ndarray:
     array([1., 3., 5.])
     >>> tmp.cleanup()
     """
-    path = os.fspath(path)
+    path = _store_path(path)
     info = store_info(path)
     x = np.asarray(x)
     rows, cols = info.shape
