@@ -32,8 +32,6 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from math import prod
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -225,7 +223,7 @@ def layer_metadata(weight, input_shape, **conv_kwargs) -> dict:
     """
     w = as_weight_array(weight)
     geom = conv_geometry(w.shape, input_shape, **conv_kwargs)
-    d = {k: v for k, v in asdict(geom).items()}
+    d = asdict(geom)
     d.update(weight_shape=geom.weight_shape, input_shape=geom.input_shape, output_shape=geom.output_shape,
              matrix_shape=geom.matrix_shape, weight_dtype=str(w.dtype))
     return json.loads(json.dumps(d))  # tuples -> lists, checks it is JSON

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from ..geometry import format_bytes
 from . import CLIError
 from .options import add_conv_options, conv_kwargs, shape
 
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  matrix   {rows:,} x {cols:,} {info.dtype}, {info.nnz:,} stored entries")
     print(f"  blocks   {info.n_blocks} ({n_new} written now, {info.n_blocks - n_new} already there), "
           f"at most {args.block_bytes} each as CSR")
-    print(f"  bytes    {dist.format_bytes(info.csr_bytes)} as CSR, {dist.format_bytes(info.disk_bytes)} on disk")
+    print(f"  bytes    {format_bytes(info.csr_bytes)} as CSR, {format_bytes(info.disk_bytes)} on disk")
     rate = f", {info.nnz / seconds / 1e6:.1f} M entries/s" if n_new == info.n_blocks and seconds > 0 else ""
     print(f"  time     {seconds:.2f} s{rate}")
     return 0
