@@ -224,6 +224,33 @@ def test_store_round_trip_block_for_block(name, tmp_path, local_scheduler, rng):
     assert convmatrix.store_info(tmp_path / "m.zarr").metadata == meta
 
 
+def test_stored_network_against_torch(tmp_path, local_scheduler, rng):
+    """conv -> ReLU -> strided conv, both stored, against torch.nn.Sequential with biases."""
+    w1, b1 = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    w2, b2 = rng.standard_normal((3, 4, 3, 3)), rng.standard_normal(3)
+    net = torch.nn.Sequential(torch_module(w1, padding=1, padding_mode="replicate", bias=b1), torch.nn.ReLU(),
+                              torch_module(w2, stride=2, bias=b2))
+    convmatrix.to_zarr(convmatrix.dask_matrix(w1, (2, 7, 7), padding=1, padding_mode="replicate",
+                                              block_bytes=3000), tmp_path / "1.zarr")
+    convmatrix.to_zarr(convmatrix.dask_matrix(w2, (4, 7, 7), stride=2, block_bytes=3000), tmp_path / "2.zarr")
+    X = rng.standard_normal((5, 2, 7, 7))
+    with torch.no_grad():
+        expected = net(torch.as_tensor(X)).reshape(5, -1).numpy()
+    paths = [tmp_path / "1.zarr", tmp_path / "2.zarr"]
+    got = convmatrix.evaluate_stored(paths, X.reshape(5, -1).T, biases=[np.repeat(b1, 49), np.repeat(b2, 9)])
+    np.testing.assert_allclose(got.T, expected, rtol=1e-12, atol=1e-12)
+    one = convmatrix.evaluate_stored(paths, X[0].ravel(), biases=[np.repeat(b1, 49), np.repeat(b2, 9)])
+    np.testing.assert_allclose(one, expected[0], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"biases\[1\] must have shape \(27,\) to match the store"):
+        convmatrix.evaluate_stored(paths, X[0].ravel(), biases=[None, b2])
+    with pytest.raises(ValueError, match="biases must have one entry .* 2 stores, 1 biases"):
+        convmatrix.evaluate_stored(paths, X[0].ravel(), biases=[None])
+    with pytest.raises(ValueError, match="activation must be one of \\['identity', 'relu'\\], got 'tanh'"):
+        convmatrix.evaluate_stored(paths, X[0].ravel(), activation="tanh")
+    with pytest.raises(ValueError, match="paths must name at least one store"):
+        convmatrix.evaluate_stored([], X[0].ravel())
+
+
 def file_times(path, block):
     folder = os.path.join(path, "blocks", str(block))
     return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns

@@ -36,6 +36,7 @@ _LAZY = {
     "from_zarr": ".distributed",
     "store_info": ".distributed",
     "matvec_store": ".distributed",
+    "evaluate_stored": ".distributed",
     "dask_spectral_norm": ".distributed",
 }
 

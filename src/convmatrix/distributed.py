@@ -58,6 +58,7 @@ __all__ = [
     "from_zarr",
     "store_info",
     "matvec_store",
+    "evaluate_stored",
     "dask_spectral_norm",
     "connect",
     "layer_metadata",
@@ -519,6 +520,54 @@ def matvec_store(path, x, *, transpose: bool = False) -> np.ndarray:
         else:
             out[a:b] = block @ x
     return out
+
+
+_ACTIVATIONS = {
+    "relu": lambda v: np.maximum(v, 0),
+    "identity": lambda v: v,
+}
+
+
+def evaluate_stored(paths, x, *, biases=None, activation: str = "relu") -> np.ndarray:
+    """A stored network ``x -> f(M1 x + b1) -> ... -> Mn (...) + bn``, one block in memory at a time.
+
+    ``paths`` are stores written by :func:`to_zarr`, in order; ``biases`` one vector
+    (or None) per layer; ``activation`` (``"relu"`` or ``"identity"``) is applied
+    between layers, not after the last. ``x`` is a flat input or a matrix of
+    inputs, one per column.
+
+    >>> import numpy as np, convmatrix, tempfile, os
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> a, b = os.path.join(tmp.name, "a.zarr"), os.path.join(tmp.name, "b.zarr")
+    >>> _ = convmatrix.to_zarr(convmatrix.dask_matrix(np.ones((1, 1, 2)), (1, 4)), a)    # 4 -> 3
+    >>> _ = convmatrix.to_zarr(convmatrix.dask_matrix(-np.ones((1, 1, 2)), (1, 3)), b)   # 3 -> 2
+    >>> evaluate_stored([a, b], np.array([1., -3., 1., 1.]), biases=[None, np.ones(2)])
+    array([ 1., -1.])
+    >>> tmp.cleanup()
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = list(paths)
+    if not paths:
+        raise ValueError("paths must name at least one store")
+    biases = [None] * len(paths) if biases is None else list(biases)
+    if len(biases) != len(paths):
+        raise ValueError(f"biases must have one entry (a vector or None) per store: {len(paths)} stores, "
+                         f"{len(biases)} biases")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    h = np.asarray(x)
+    for k, (path, b) in enumerate(zip(paths, biases)):
+        h = matvec_store(path, h)
+        if b is not None:
+            b = np.asarray(b)
+            if b.shape != (h.shape[0],):
+                raise ValueError(f"biases[{k}] must have shape ({h.shape[0]},) to match the store {path!r}, "
+                                 f"got {b.shape}")
+            h = h + (b if h.ndim == 1 else b[:, None])
+        if k < len(paths) - 1:
+            h = _ACTIVATIONS[activation](h)
+    return h
 
 
 # ------------------------------------------------------------ linear algebra
