@@ -57,7 +57,7 @@ def test_build_random_weights_of_a_shape(tmp_path, rng):
 
 @pytest.mark.parametrize("args, message", [
     (["8x4x3x3", "4x8x8", "--padding", "1", "--block-bytes", "100"],
-     "block_bytes='100' (100 B) is smaller than one row of the matrix: its widest row takes 296 bytes"),
+     "block_bytes='100' (100 B) is smaller than one row of the matrix: the largest row needs 296 bytes as CSR"),
     (["nothing-here", "4x8x8"], "WEIGHT must be a .npy file or a weight shape like 64x64x3x3, got 'nothing-here'"),
     (["2x1x3x3", "1x8x8", "--scheduler", "tcp://127.0.0.1:9", "--timeout", "0.5"],
      "scheduler: no dask scheduler answered at 'tcp://127.0.0.1:9' within 0.5 s"),

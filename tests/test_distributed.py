@@ -29,6 +29,8 @@ import zarr  # noqa: E402
 
 import convmatrix  # noqa: E402
 from convmatrix import distributed as dist  # noqa: E402
+from convmatrix.blocks import block_bounds  # noqa: E402
+from convmatrix.pattern import row_counts  # noqa: E402
 from oracles import torch_conv, torch_module  # noqa: E402
 
 # name -> (weight shape, input shape, conv kwargs); each is cut into several blocks.
@@ -118,8 +120,8 @@ def test_row_blocks_fit_the_budget_and_are_greedy(k, n, c, stride, pad, mode, pa
     M = convmatrix.conv_matrix(w, (c, n, n), stride=stride, padding=pad, padding_mode=mode)
     widest = int(np.diff(M.indptr).max())
     budget = max(csr_bytes(M) // parts, widest * (itemsize + 4) + 8)
-    bounds = dist.row_blocks(convmatrix.ConvGeometry.from_args(w.shape, (c, n, n), stride=stride, padding=pad,
-                                                               padding_mode=mode), itemsize, budget)
+    geom = convmatrix.ConvGeometry.from_args(w.shape, (c, n, n), stride=stride, padding=pad, padding_mode=mode)
+    bounds = block_bounds(w, geom, budget)  # what dask_matrix cuts the rows by
     assert bounds[0] == 0 and bounds[-1] == M.shape[0] and np.all(np.diff(bounds) > 0)
     for a, b in zip(bounds[:-1], bounds[1:]):
         assert csr_bytes(M[a:b]) <= budget
@@ -149,7 +151,7 @@ def test_row_counts_match_the_built_matrix(k, n, c, stride, dilation, pad, nd, m
     M = convmatrix.conv_matrix(w, geom.input_shape, **kw)
     counts = np.diff(M.indptr).reshape(geom.out_channels, -1)
     for u in range(geom.out_channels):
-        np.testing.assert_array_equal(dist.row_counts(geom), counts[u])
+        np.testing.assert_array_equal(row_counts(geom), counts[u])
 
 
 def test_graph_holds_only_the_weight_and_the_geometry():
@@ -332,10 +334,10 @@ def test_budget_smaller_than_one_row():
 
 
 def test_budget_not_a_size():
-    with pytest.raises(ValueError, match="block_bytes must be a number of bytes .* got '12 apples'"):
+    with pytest.raises(ValueError, match="block_bytes must be a number of bytes or a size like .* got '12 apples'"):
         convmatrix.dask_matrix(np.ones((1, 1, 3)), (1, 8), block_bytes="12 apples")
-    with pytest.raises(TypeError, match="block_bytes must be an int number of bytes or a string"):
-        convmatrix.dask_matrix(np.ones((1, 1, 3)), (1, 8), block_bytes=1.5)
+    with pytest.raises(TypeError, match="block_bytes must be a number of bytes or a string like '512MB', got \\[1\\]"):
+        convmatrix.dask_matrix(np.ones((1, 1, 3)), (1, 8), block_bytes=[1])
 
 
 def test_existing_store_is_refused(tmp_path, local_scheduler):

@@ -11,8 +11,11 @@ it lazily, on first use, so ``import convmatrix`` stays light.
 
 from importlib import import_module
 
+from .blocks import conv_matrix_blocks, conv_matrix_channels, conv_matrix_rows
 from .geometry import ConvGeometry
 from .matrix import conv_matrix
+# Eager (NumPy/SciPy only): the function must shadow its own module's name, convmatrix.operator.
+from .operator import operator
 from .signal import convmtx, convmtx2, convolution_matrix
 
 # Eager (NumPy only): the function must shadow its own module's name, convmatrix.symbolic.
@@ -31,6 +34,11 @@ _LAZY = {
     "plot_matrix": ".plot",
     "plot_neuron": ".plot",
     "plot_receptive_field": ".plot",
+    "operator": ".operator",
+    "from_module": ".modules",
+    "to_linear": ".modules",
+    "SparseConvLinear": ".modules",
+    "explore": ".explorer",
     "dask_matrix": ".distributed",
     "to_zarr": ".distributed",
     "from_zarr": ".distributed",
@@ -40,7 +48,10 @@ _LAZY = {
     "dask_spectral_norm": ".distributed",
 }
 
-__all__ = ["ConvGeometry", "conv_matrix", "convolution_matrix", "convmtx", "convmtx2", *_LAZY]
+__all__ = [
+    "ConvGeometry", "conv_matrix", "conv_matrix_rows", "conv_matrix_channels", "conv_matrix_blocks",
+    "convolution_matrix", "convmtx", "convmtx2", *_LAZY,
+]
 
 
 def __getattr__(name):

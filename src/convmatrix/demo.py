@@ -36,6 +36,10 @@ def seed_example() -> None:
         print(f"  neuron {i} (channel {i // 4}, position {divmod(i % 4, 2)}): {a:6.0f}  {b:6.0f}")
     print(f"  identical: {np.array_equal(y_matrix, y_torch)}")
 
+    _rule("What is a neuron? One entry of a feature map = one row of M")
+    print("convmatrix.neuron((2, 1, 2, 2), (1, 3, 3), 5):\n")
+    print(convmatrix.neuron((2, 1, 2, 2), (1, 3, 3), 5))
+
 
 def large_layer() -> None:
     import torch

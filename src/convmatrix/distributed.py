@@ -36,9 +36,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .geometry import ConvGeometry, format_bytes, parse_bytes
+from .blocks import block_bounds
+from .geometry import ConvGeometry, format_bytes
 from .matrix import as_weight_array, build_csr, conv_geometry
-from .pattern import axis_taps, index_dtype_for
 
 try:
     import dask
@@ -53,7 +53,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "dask_matrix",
-    "row_blocks",
     "to_zarr",
     "from_zarr",
     "store_info",
@@ -68,78 +67,6 @@ FORMAT_VERSION = 1
 # Elements per Zarr chunk of the stored CSR arrays: 4M (16-32 MB) keeps each
 # compressed write small next to a block while giving few files per block.
 ZARR_CHUNK = 1 << 22
-
-
-# ----------------------------------------------------------------- row blocks
-def row_counts(geom: ConvGeometry) -> np.ndarray:
-    """Stored entries of each row of one output channel (``tap_pattern(geom).row_counts``), cheaply.
-
-    The tap pattern is a product over the channels of a group and the spatial
-    axes, so a row's count is ``in_per_group`` times the number of distinct input
-    positions its output position reads along each axis. Counting them from
-    :func:`convmatrix.pattern.axis_taps` keeps the client that plans the blocks
-    from building the whole template (hundreds of MB for big layers).
-    """
-    counts = np.full((), geom.in_per_group, dtype=np.int64)
-    for ax in range(geom.ndim):
-        o, i, _ = axis_taps(geom, ax)
-        first = np.ones(len(o), dtype=bool)  # sorted by (o, i): count each (o, i) once
-        first[1:] = (o[1:] != o[:-1]) | (i[1:] != i[:-1])
-        per_axis = np.bincount(o[first], minlength=geom.output_size[ax]).astype(np.int64)
-        counts = np.multiply.outer(counts, per_axis)
-    return counts.reshape(-1)
-
-
-def row_blocks(geom: ConvGeometry, itemsize: int, block_bytes) -> np.ndarray:
-    """Row boundaries ``[0, r1, ..., rows]`` of blocks of at most ``block_bytes`` as CSR.
-
-    A block of rows ``[a, b)`` takes ``nnz*(itemsize + idx) + (b - a + 1)*idx``
-    bytes as CSR (``idx``: 4 bytes while int32 indices fit, else 8), counted
-    exactly from the per-row entry counts of the tap pattern. Blocks are filled
-    greedily, so every block but the last is as large as the budget allows.
-
-    >>> from convmatrix import ConvGeometry
-    >>> g = ConvGeometry.from_args((2, 1, 2, 2), (1, 3, 3))   # 8 rows of 4 entries
-    >>> row_blocks(g, 8, 100).tolist()    # one row: 4*(8+4) + 2*4 = 56 bytes, two rows: 108
-    [0, 1, 2, 3, 4, 5, 6, 7, 8]
-    >>> row_blocks(g, 8, 200).tolist()    # three rows: 3*4*12 + 4*4 = 160 bytes
-    [0, 3, 6, 8]
-    """
-    budget = parse_bytes(block_bytes, "block_bytes")
-    rows, cols = geom.matrix_shape
-    counts = row_counts(geom)
-    p = max(len(counts), 1)
-    cum = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-    per_channel = int(cum[-1])
-
-    def nnz_before(r: int) -> int:  # stored entries of rows [0, r): the same template per channel
-        return (r // p) * per_channel + int(cum[r % p])
-
-    def csr_bytes(a: int, b: int) -> int:
-        nnz = nnz_before(b) - nnz_before(a)
-        idx = np.dtype(index_dtype_for(cols, nnz)).itemsize
-        return nnz * (itemsize + idx) + (b - a + 1) * idx
-
-    widest = int(counts.max(initial=0))
-    idx = np.dtype(index_dtype_for(cols, widest)).itemsize
-    one_row = widest * (itemsize + idx) + 2 * idx
-    if budget < one_row:
-        raise ValueError(
-            f"block_bytes={block_bytes!r} ({format_bytes(budget)}) is smaller than one row of the matrix: "
-            f"its widest row takes {one_row} bytes as CSR ({widest} entries); give at least {one_row} bytes"
-        )
-    bounds = [0]
-    while bounds[-1] < rows:
-        a = bounds[-1]
-        lo, hi = a + 1, rows  # csr_bytes(a, lo) <= budget holds; find the largest such stop
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if csr_bytes(a, mid) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        bounds.append(lo)
-    return np.asarray(bounds, dtype=np.int64)
 
 
 # --------------------------------------------------------- chunks and builders
@@ -207,7 +134,7 @@ def dask_matrix(weight, input_shape, *, block_bytes="512MB", **conv_kwargs) -> "
     """
     w = as_weight_array(weight)
     geom = conv_geometry(w.shape, input_shape, **conv_kwargs)
-    bounds = row_blocks(geom, w.dtype.itemsize, block_bytes)
+    bounds = block_bounds(w, geom, block_bytes)  # the planner of conv_matrix_blocks: nothing built here
     w_key = dask.delayed(np.ascontiguousarray(w), pure=True)  # the weight: one key, shared by all tasks
     return da.map_blocks(
         _build_block, w_key, geom,

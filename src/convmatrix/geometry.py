@@ -58,47 +58,42 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-_BYTE_UNITS = {
+_UNITS = {
     "": 1, "b": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
-    "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }
 
 
-def parse_bytes(text_or_int, name: str = "size") -> int:
-    """A number of bytes from an int or a string like ``"512MB"``, ``"1.5 GB"``, ``"64MiB"``.
+def parse_bytes(value: int | float | str, name: str = "size") -> int:
+    """A byte count from an int or a string such as ``"512MB"``, ``"1.5 GB"`` or ``"64KiB"``.
 
-    Decimal units (kB, MB, GB, TB: powers of 1000, as :func:`format_bytes` writes
-    them) and binary ones (KiB, MiB, GiB, TiB), case-insensitive.
+    Units as :func:`format_bytes` writes them (decimal: kB, MB, GB, TB), their
+    binary forms (KiB, MiB, GiB, TiB) and plain ``B``; case does not matter.
 
-    >>> parse_bytes("512MB"), parse_bytes("1GiB"), parse_bytes(4096)
-    (512000000, 1073741824, 4096)
+    >>> parse_bytes("512MB"), parse_bytes("1GiB"), parse_bytes(4096), parse_bytes("1.5 kB")
+    (512000000, 1073741824, 4096, 1500)
     """
-    if isinstance(text_or_int, (bool, np.bool_)) or not isinstance(text_or_int, (str, numbers.Integral)):
-        raise TypeError(
-            f"{name} must be an int number of bytes or a string like '512MB', got {text_or_int!r} "
-            f"({type(text_or_int).__name__})"
-        )
-    if isinstance(text_or_int, numbers.Integral):
-        value = int(text_or_int)
-    else:
-        text = text_or_int.strip().replace("_", "")
-        number = text.rstrip("kKmMgGtTpPiIbB ")
-        unit = text[len(number):].strip().lower()
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number of bytes or a string like '512MB', got {value!r}")
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number):]
         try:
             amount = float(number)
         except ValueError:
-            amount = float("nan")
-        if unit not in _BYTE_UNITS or amount != amount or amount in (float("inf"), float("-inf")):
+            amount = None
+        if amount is None or unit not in _UNITS:
             raise ValueError(
-                f"{name} must be a number of bytes with an optional unit (B, kB, MB, GB, TB, KiB, MiB, "
-                f"GiB, TiB), like '512MB' or '1GB', got {text_or_int!r}"
+                f"{name} must be a number of bytes or a size like '512MB', '1GB' or '64KiB', got {value!r}"
             )
-        value = int(amount * _BYTE_UNITS[unit])
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {text_or_int!r}")
-    return value
+        value = amount * _UNITS[unit]
+    elif not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of bytes or a string like '512MB', got {value!r}")
+    if not np.isfinite(value) or value < 1:
+        raise ValueError(f"{name} must be at least 1 byte, got {value!r}")
+    return int(value)
 
 
 def available_memory() -> int:

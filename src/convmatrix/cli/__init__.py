@@ -17,6 +17,7 @@ COMMANDS = [
     "show",
     "neuron",
     "plot",
+    "explore",
     "build",
 ]
 
