@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             client.close()
     info = dist.store_info(args.out)
     rows, cols = info.shape
-    print(f"wrote {info.path}")
+    print(f"wrote {args.out}")
     print(f"  matrix   {rows:,} x {cols:,} {info.dtype}, {info.nnz:,} stored entries")
     print(f"  blocks   {info.n_blocks} ({n_new} written now, {info.n_blocks - n_new} already there), "
           f"at most {args.block_bytes} each as CSR")
