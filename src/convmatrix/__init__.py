@@ -39,6 +39,13 @@ _LAZY = {
     "to_linear": ".modules",
     "SparseConvLinear": ".modules",
     "explore": ".explorer",
+    "dask_matrix": ".distributed",
+    "to_zarr": ".distributed",
+    "from_zarr": ".distributed",
+    "store_info": ".distributed",
+    "matvec_store": ".distributed",
+    "evaluate_stored": ".distributed",
+    "dask_spectral_norm": ".distributed",
     "to_mlp": ".network.mlp",
     "MaskedActivation": ".network.mlp",
 }

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from .geometry import ConvGeometry, check_memory, format_bytes, parse_bytes
 from .matrix import _ALTERNATIVES, as_weight_array, build_csr, conv_geometry
-from .pattern import index_dtype_for, tap_pattern
+from .pattern import index_dtype_for, row_counts
 
 __all__ = ["conv_matrix_rows", "conv_matrix_channels", "conv_matrix_blocks"]
 
@@ -42,24 +42,28 @@ def _range(names: tuple[str, str], start, stop, limit: int, what: str) -> tuple[
 
 
 class _RowBytes:
-    """CSR bytes of any row range, in O(1), from the pattern's one-channel template.
+    """CSR bytes of any row range, in O(1), from the per-row counts of one output channel.
 
-    Every output channel repeats the template's rows, so the stored entries of
+    Every output channel repeats the same rows, so the stored entries of
     rows ``[0, r)`` are ``(r // P) * nnz_per_channel + ptr[r % P]`` (``P`` rows per
-    channel): no per-row array of the whole matrix is ever made.
+    channel): no per-row array of the whole matrix, nor the tap pattern's
+    template, is ever made.
     """
 
     def __init__(self, w: np.ndarray, geom: ConvGeometry):
-        self.pattern = tap_pattern(geom)
+        counts = row_counts(geom)
+        self.ptr = np.concatenate([[0], np.cumsum(counts)])
+        self.n_positions = max(len(counts), 1)
+        self.widest = int(counts.max(initial=0))
         self.rows, cols = geom.matrix_shape
+        self.per_channel = int(self.ptr[-1])
         # The whole matrix's index dtype: never narrower than any block's, so the count is safe.
-        self.idx = np.dtype(index_dtype_for(cols, self.pattern.nnz)).itemsize
+        self.idx = np.dtype(index_dtype_for(cols, self.per_channel * geom.out_channels)).itemsize
         self.entry = w.dtype.itemsize + self.idx
-        self.per_channel = int(self.pattern.ptr[-1])
 
     def nnz_before(self, r: int) -> int:
-        p = self.pattern.n_positions
-        return (r // p) * self.per_channel + int(self.pattern.ptr[r % p])
+        p = self.n_positions
+        return (r // p) * self.per_channel + int(self.ptr[r % p])
 
     def block(self, start: int, stop: int) -> int:
         """Bytes of rows ``[start, stop)`` as CSR (data, indices and indptr)."""
@@ -67,7 +71,7 @@ class _RowBytes:
         return nnz * self.entry + (stop - start + 1) * self.idx
 
     def largest_row(self) -> int:
-        return int(self.pattern.row_counts.max(initial=0)) * self.entry + 2 * self.idx
+        return self.widest * self.entry + 2 * self.idx
 
     def last_stop(self, start: int, budget: int) -> int:
         """The largest ``stop`` with ``block(start, stop) <= budget`` (bytes grow with stop)."""
@@ -141,15 +145,39 @@ def conv_matrix_blocks(weight, input_shape, *, block_bytes: int | str = "512MB",
     >>> [(a, b, blk.nnz) for a, b, blk in conv_matrix_blocks(K, (1, 3, 3), block_bytes=220)]
     [(0, 4, 16), (4, 8, 16)]
     """
-    budget = parse_bytes(block_bytes, "block_bytes")
     w, geom = _prepare(weight, input_shape, conv_kwargs)
+    budget, sizes = _budget(block_bytes, w, geom)
+    return _blocks(w, geom, sizes, budget)
+
+
+def _budget(block_bytes, w: np.ndarray, geom: ConvGeometry) -> tuple[int, _RowBytes]:
+    """The budget in bytes (checked against the largest row) and the row sizes of the layer."""
+    budget = parse_bytes(block_bytes, "block_bytes")
     sizes = _RowBytes(w, geom)
     if sizes.rows and budget < sizes.largest_row():
         raise ValueError(
             f"block_bytes={block_bytes!r} ({format_bytes(budget)}) is smaller than one row of the matrix: "
             f"the largest row needs {sizes.largest_row()} bytes as CSR"
         )
-    return _blocks(w, geom, sizes, budget)
+    return budget, sizes
+
+
+def block_bounds(w: np.ndarray, geom: ConvGeometry, block_bytes) -> list[int]:
+    """Row boundaries ``[0, r1, ..., rows]`` of the blocks :func:`conv_matrix_blocks` walks.
+
+    Cheap (nothing is built); for planners that hand the blocks to others, like
+    :func:`convmatrix.dask_matrix`.
+
+    >>> from convmatrix import ConvGeometry
+    >>> g = ConvGeometry.from_args((2, 1, 2, 2), (1, 3, 3))   # 8 rows of 4 entries
+    >>> block_bounds(np.zeros(1), g, 200)   # three rows: 3*4*(8+4) + 4*4 = 160 bytes; four: 212
+    [0, 3, 6, 8]
+    """
+    budget, sizes = _budget(block_bytes, w, geom)
+    bounds = [0]
+    while bounds[-1] < sizes.rows:
+        bounds.append(sizes.last_stop(bounds[-1], budget))
+    return bounds
 
 
 def _blocks(w, geom, sizes: _RowBytes, budget: int):

@@ -18,6 +18,7 @@ COMMANDS = [
     "neuron",
     "plot",
     "explore",
+    "build",
     "convert",
 ]
 
@@ -26,6 +27,7 @@ examples:
   convmatrix show 2x1x2x2 1x3x3            the seed question's 8x9 matrix, kernel entries as letters
   convmatrix show 3x1x3x3 1x5x5 --padding 1 --stride 2
   convmatrix convert model.onnx -o mlp.onnx
+  convmatrix build 64x64x3x3 64x224x224 --padding 1 --out conv.zarr --block-bytes 512MB
 run 'convmatrix COMMAND --help' for the options and examples of each command.
 """
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 
@@ -25,16 +24,14 @@ and output keep the original names, shapes and order, so VNN-LIB properties writ
 for the original apply unchanged.
 """
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
 def byte_size(text: str) -> int:
-    """``"512MB"`` -> 512000000; also ``1GiB``, ``2e9``, ``1000``."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", text.lower())
-    if not m or m.group(2) not in _UNITS:
-        raise argparse.ArgumentTypeError(f"a size is a number with an optional unit (512MB, 1GB, 2GiB), got {text!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+    """``"512MB"`` -> 512000000 (:func:`convmatrix.geometry.parse_bytes`), as an argparse type."""
+    from ..geometry import parse_bytes
+
+    try:
+        return parse_bytes(text, "--max-bytes")
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers) -> None:
