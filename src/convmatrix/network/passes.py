@@ -148,11 +148,19 @@ def _select(index_lists, n_cols) -> sp.csr_array:
     return sp.csr_array((np.ones(len(idx)), (np.arange(len(idx)), idx)), shape=(len(idx), n_cols))
 
 
-def _max_tree(g: Graph, node: Max, x: int) -> int:
-    """``max`` over index groups as a tree of ``max(a, b) = b + relu(a - b)``."""
+def _max_tree(g: Graph, node: Max, x: int, pre_relu: bool = False) -> int:
+    """``max`` over index groups as a tree of ``max(a, b) = b + relu(a - b)``.
+
+    With ``pre_relu``, ``x`` holds pre-activations and the result is the max of their
+    ReLUs: ``relu`` commutes with ``max``, so the first level computes
+    ``relu(max(a, b))`` straight from the pre-activations and the ReLU layer in front
+    of the pool disappears (a network of the same depth, with narrower layers).
+    """
     n = node.groups.shape[0]
     cols = [node.groups[:, j] for j in range(node.groups.shape[1])]
     cur, width = x, g.nodes[x].size
+    if pre_relu and len(cols) == 1:
+        return g.act(g.affine([cur], _select(cols, width), shape=node.shape), "ReLU", name=node.name)
     while len(cols) > 1:
         m = len(cols) // 2
         a, b, rest = cols[0:2 * m:2], cols[1:2 * m:2], cols[2 * m:]
@@ -163,13 +171,31 @@ def _max_tree(g: Graph, node: Max, x: int) -> int:
         n_keep, n_r = n * (m + len(rest)), n * m
         add_r = sp.vstack([sp.identity(n_r), sp.csr_array((n_keep - n_r, n_r))])
         cur = g.affine([keep, r], sp.hstack([sp.identity(n_keep), add_r]), name=f"{node.name} max")
+        if pre_relu:  # relu(max(a, b)) for every pair (and relu of the one left over)
+            cur, pre_relu = g.act(cur, "ReLU", name=f"{node.name} relu"), False
         cols, width = [np.arange(n) + j * n for j in range(m + len(rest))], n_keep
     return g.affine([cur], _select(cols, width), shape=node.shape, name=node.name)
 
 
 def expand_max(graph: Graph) -> Graph:
-    """Every :class:`Max` node as a tree of ReLUs (exact: ``max(a, b) = b + relu(a - b)``)."""
-    return rebuild(graph, lambda g, node, ins: _max_tree(g, node, ins[0]) if isinstance(node, Max) else None)
+    """Every :class:`Max` node as a tree of ReLUs (exact: ``max(a, b) = b + relu(a - b)``).
+
+    A ReLU whose only reader is the max pooling is folded into the tree's first level.
+    """
+    consumers = graph.consumers()
+    folded = {i for i, node in enumerate(graph.nodes)
+              if isinstance(node, Act) and node.kind == "ReLU" and i != graph.output
+              and len(consumers[i]) == 1 and isinstance(graph.nodes[consumers[i][0]], Max)}
+    folded_nodes = {id(graph.nodes[i]) for i in folded}
+
+    def rewrite(g: Graph, node: Node, ins: tuple[int, ...]) -> int | None:
+        if id(node) in folded_nodes:
+            return ins[0]  # the pooling reads the pre-activations
+        if isinstance(node, Max):
+            return _max_tree(g, node, ins[0], pre_relu=node.inputs[0] in folded)
+        return None
+
+    return rebuild(graph, rewrite)
 
 
 def _relu_pair(g: Graph, node: Act, x: int) -> int | None:
@@ -257,6 +283,12 @@ class _Lowering:
                 break
             ready = [j for j, node in enumerate(nodes) if j not in self.done and isinstance(node, Act)
                      and all(i in self.done for i in node.inputs)]
+            dead = [j for j in ready if self.uses[j] == 0]
+            for j in dead:  # an activation nobody reads: no layer for it
+                self._finish(j, *self.expr[nodes[j].inputs[0]])
+            ready = [j for j in ready if self.uses[j] > 0]
+            if dead and not ready:
+                continue
             if not ready:
                 bad = next(node for j, node in enumerate(nodes) if j not in self.done and isinstance(node, Max))
                 raise ValueError(f"node {bad.name!r}: run expand_max before lowering")
