@@ -140,3 +140,18 @@ def test_fuse_affine_merges_conv_bn_flatten_linear():
     f = fuse_affine(load(net, (1, 4, 4)))
     assert [n.op for n in f.nodes] == ["Input", "Affine", "Act", "Affine"]
     assert f.nodes[1].name == "0+1" and f.nodes[3].name == "3+4"
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_relu_before_max_folds_into_the_tree(k):
+    rng = np.random.default_rng(k)
+    g = Graph((6,))
+    r = g.act(g.affine([0], sp.csr_array(rng.standard_normal((6, 6)))), "ReLU")
+    groups = rng.integers(0, 6, (4, k))
+    g.output = g.max(r, groups)
+    chain = lower(expand_max(g))
+    levels = int(np.ceil(np.log2(k)))
+    assert sum(layer.kind == "ReLU" for layer in chain.layers) == max(levels, 1) + (k > 1)  # same depth as before
+    x = rng.standard_normal((7, 6))
+    z = x @ g.nodes[1].M.toarray().T
+    np.testing.assert_allclose(chain.evaluate(x), np.maximum(z, 0)[:, groups].max(axis=2), rtol=1e-12, atol=1e-12)
