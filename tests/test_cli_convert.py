@@ -59,7 +59,7 @@ def test_convert_onnx_prints_table_and_check(lenet, tmp_path):
     assert "stored entries" in r.stdout and "dense bytes" in r.stdout
     assert "check on 5 random inputs" in r.stdout and "max abs difference" in r.stdout
     model = onnx.load(str(out))
-    # conv+relu, two levels of the 4-way max tree, linear+relu, linear
+    # conv -> relu -> 4-way max as 3 ReLU layers (relu folded into the tree), linear+relu, linear
     assert [n.op_type for n in model.graph.node] == ["Flatten"] + ["Gemm", "Relu"] * 4 + ["Gemm"]
     assert model.graph.input[0].name == "image" and model.graph.output[0].name == "logits"
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
