@@ -81,6 +81,13 @@ def test_complex_and_float32_weights(rng):
     ref = np.linalg.svd(M, compute_uv=False)
     np.testing.assert_allclose(singular_values(W, (2, 4, 6), padding=1, padding_mode="circular"), ref,
                                rtol=1e-10, atol=1e-12)
+    # Complex through Lanczos (min side 400 > the small-Gram threshold) and the bracket.
+    Wc = rng.standard_normal((4, 4, 3, 3)) + 1j * rng.standard_normal((4, 4, 3, 3))
+    Mc = convmatrix.conv_matrix(Wc, (4, 10, 10), padding=1, padding_mode="reflect").toarray()
+    top = np.linalg.svd(Mc, compute_uv=False)[0]
+    assert spectral_norm(Wc, (4, 10, 10), padding=1, padding_mode="reflect") == pytest.approx(top, rel=1e-9)
+    lo, hi = spectral_norm_bounds(Wc, (4, 10, 10), padding=1, padding_mode="reflect")
+    assert lo <= top <= hi
     W32 = rng.standard_normal((2, 2, 3)).astype(np.float32)
     ref32 = exact_svd(W32.astype(np.float64), (2, 6), padding=1)
     np.testing.assert_allclose(singular_values(W32, (2, 6), padding=1), ref32, rtol=1e-9)

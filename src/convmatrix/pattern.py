@@ -34,7 +34,7 @@ import numpy as np
 
 from .geometry import ConvGeometry
 
-__all__ = ["axis_taps", "TapPattern", "tap_pattern", "index_dtype_for"]
+__all__ = ["axis_taps", "TapPattern", "tap_pattern", "index_dtype_for", "row_counts"]
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -151,6 +151,19 @@ def axis_nnz(geom: ConvGeometry) -> int:
     """Exact number of stored entries of the matrix, from the 1-D patterns alone (cheap)."""
     spatial = prod(int(_axis_ragged(geom, ax).ptr[-1]) for ax in range(geom.ndim))
     return geom.out_channels * geom.in_per_group * spatial
+
+
+def row_counts(geom: ConvGeometry) -> np.ndarray:
+    """Stored entries of each row of one output channel, from the 1-D patterns alone (cheap).
+
+    Equals ``tap_pattern(geom).row_counts`` without building the template: the
+    pattern is a product over the group's input channels and the spatial axes,
+    so a row's count is ``in_per_group`` times its per-axis counts.
+    """
+    counts = np.full((), geom.in_per_group, dtype=np.int64)
+    for ax in range(geom.ndim):
+        counts = np.multiply.outer(counts, np.diff(_axis_ragged(geom, ax).ptr))
+    return counts.reshape(-1)
 
 
 class TapPattern:

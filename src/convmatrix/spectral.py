@@ -15,7 +15,7 @@ Three exact routes, picked from the geometry:
   Long 2019; Senderovich et al. 2022 for the strided case).
 * **dense SVD** of ``conv_matrix(...)`` when it is small enough (refused, with
   the estimate, above ``max_bytes``).
-* **ARPACK** (``scipy.sparse.linalg``) on a matrix-free operator for the top
+* **ARPACK** (``scipy.sparse.linalg``) on the matrix-free :func:`convmatrix.operator` for the top
   ``k`` values and for spectral norms of any layer.
 
 Bounds (:func:`spectral_norm_bounds`) never form the matrix: the lower end is
@@ -40,6 +40,7 @@ import scipy.sparse.linalg as spla
 
 from .geometry import ConvGeometry, available_memory, format_bytes
 from .matrix import as_weight_array, build_csr, conv_geometry, weight_slabs
+from .operator import ConvOperator
 from .pattern import axis_taps
 
 __all__ = [
@@ -227,61 +228,9 @@ def _fourier_gram_bound(slabs, axes) -> float:
 
 
 # ------------------------------------------------------------ matrix-free operator
-def _tap_selection(geom: ConvGeometry) -> sp.csr_array:
-    """Which input neuron every (tap, output position) reads, as a 0/1 matrix.
-
-    Row ``t*prod(n_out) + o`` (tap and output position, both flat in C order),
-    column the flat input position; at most one 1 per row (none where zero padding
-    drops the tap). Built from the per-axis patterns of :func:`axis_taps`.
-    """
-    nd = geom.ndim
-    k, n_out, n_in = geom.kernel_size, geom.output_size, geom.input_size
-    flat = np.zeros((1,) * (2 * nd), dtype=np.int64)
-    valid = np.ones((1,) * (2 * nd), dtype=bool)
-    for a in range(nd):
-        o, i, t = axis_taps(geom, a)
-        idx = np.full((k[a], n_out[a]), -1, dtype=np.int64)
-        idx[t, o] = i
-        shape = [1] * (2 * nd)
-        shape[a], shape[nd + a] = k[a], n_out[a]
-        flat = flat * n_in[a] + idx.reshape(shape)
-        valid = valid & (idx.reshape(shape) >= 0)
-    flat, valid = np.broadcast_to(flat, (*k, *n_out)).ravel(), np.broadcast_to(valid, (*k, *n_out)).ravel()
-    rows = np.flatnonzero(valid)
-    return sp.csr_array((np.ones(len(rows)), (rows, flat[rows])), shape=(len(valid), prod(n_in)))
-
-
 def _conv_operator(w: np.ndarray, geom: ConvGeometry) -> spla.LinearOperator:
-    """A matrix-free ``LinearOperator`` equal to ``conv_matrix(w, ...)``.
-
-    The tap selection (:func:`_tap_selection`) gathers, for every tap, the input
-    neurons each output position reads (im2col), then one batched matrix product
-    per group applies the weight; the adjoint runs the same steps backwards.
-    Memory: about ``C_in * prod(k) * prod(n_out)`` numbers. Private:
-    ``convmatrix.operator`` may replace it.
-    """
-    S = _tap_selection(geom)
-    ST = S.T.tocsr()
-    G, og, ig, K = geom.groups, geom.out_per_group, geom.in_per_group, geom.kernel_numel
-    n_out, n_in = prod(geom.output_size), prod(geom.input_size)
-    # Slab columns are (i, t); the gathered data is (t, i): reorder the weight once.
-    W = weight_slabs(w, geom).reshape(G, og, ig, K).transpose(0, 1, 3, 2).reshape(G, og, K * ig)
-    WH = np.ascontiguousarray(np.conj(np.swapaxes(W, 1, 2)))
-    W = np.ascontiguousarray(W)
-    dtype = np.result_type(w.dtype, np.float64)
-
-    def matvec(x):
-        X = np.asarray(x).reshape(G * ig, n_in).T  # (n_in, C_in)
-        Z = S @ X  # (K*n_out, C_in)
-        Z = Z.reshape(K, n_out, G, ig).transpose(2, 0, 3, 1).reshape(G, K * ig, n_out)
-        return (W @ Z).reshape(-1)
-
-    def rmatvec(y):
-        V = WH @ np.asarray(y).reshape(G, og, n_out)  # (G, K*ig, n_out)
-        V = V.reshape(G, K, ig, n_out).transpose(1, 3, 0, 2).reshape(K * n_out, G * ig)
-        return (ST @ V).T.reshape(-1)
-
-    return spla.LinearOperator(geom.matrix_shape, matvec=matvec, rmatvec=rmatvec, dtype=dtype)
+    """The layer as a matrix-free ``LinearOperator`` (:func:`convmatrix.operator`)."""
+    return ConvOperator(w, geom)
 
 
 def _gram_operator(op: spla.LinearOperator) -> spla.LinearOperator:
