@@ -516,6 +516,11 @@ class TapPattern:
 
 
 def _default_workers(nnz: int) -> int:
+    """Threads for a fill: 1 below 4M entries, else one per core (at most 8), or
+    ``$CONVMATRIX_THREADS`` when set (e.g. 1 on a shared machine)."""
+    forced = os.environ.get("CONVMATRIX_THREADS", "").strip()
+    if forced:
+        return max(1, int(forced))
     if nnz < 4_000_000:
         return 1
     return max(1, min(os.cpu_count() or 1, 8))
