@@ -63,7 +63,9 @@ def axis_taps(geom: ConvGeometry, axis: int) -> tuple[np.ndarray, np.ndarray, np
     k, s, d = geom.kernel_size[axis], geom.stride[axis], geom.dilation[axis]
     lo = geom.padding[axis][0]
     o = np.repeat(np.arange(n_out, dtype=np.int64), k)
-    t = np.tile(np.arange(k, dtype=np.int64), n_out)
+    # Transposed layers read input positions that fall as the tap grows: listing taps
+    # backwards there leaves zero padding already sorted by (o, i, t).
+    t = np.tile(np.arange(k, dtype=np.int64)[:: -1 if geom.transposed else 1], n_out)
     if geom.transposed:
         num = o + lo - t * d
         i, rem = np.divmod(num, s)
@@ -82,8 +84,16 @@ def axis_taps(geom: ConvGeometry, axis: int) -> tuple[np.ndarray, np.ndarray, np
             i, keep = np.mod(q, n), None
     if keep is not None:
         o, i, t = o[keep], i[keep], t[keep]
-    order = np.lexsort((t, i, o))
-    return o[order], i[order], t[order]
+    if not _sorted(o, i, t):
+        order = np.lexsort((t, i, o))
+        o, i, t = o[order], i[order], t[order]
+    return o, i, t
+
+
+def _sorted(o: np.ndarray, i: np.ndarray, t: np.ndarray) -> bool:
+    """Whether the triples are sorted by (o, i, t) (cheaper than sorting again)."""
+    do, di, dt = np.diff(o), np.diff(i), np.diff(t)
+    return bool(np.all((do > 0) | ((do == 0) & ((di > 0) | ((di == 0) & (dt >= 0))))))
 
 
 @dataclass(frozen=True)
