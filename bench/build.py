@@ -14,6 +14,7 @@ import numpy as np
 import convmatrix
 from convmatrix import pattern
 from anchors import ANCHORS, max_abs_diff
+import harness
 from cases import Case
 from harness import copy_csr, csr_bytes, peak_bytes, threads, time_interleaved
 
@@ -32,11 +33,11 @@ class BuildResult:
     anchors: list = field(default_factory=list)  # AnchorResult
 
     def ratio(self, key: str) -> float:
-        return self.seconds[key]["median"] / self.seconds["copy"]["median"]
+        return self.seconds[key][harness.STAT] / self.seconds["copy"][harness.STAT]
 
     @property
     def mnnz_per_s(self) -> float:
-        return self.nnz / self.seconds["1 thread"]["median"] / 1e6
+        return self.nnz / self.seconds["1 thread"][harness.STAT] / 1e6
 
 
 @dataclass
@@ -50,7 +51,7 @@ class AnchorResult:
 
     @property
     def speedup(self) -> float:
-        return self.seconds["median"] / self.ours_seconds["median"]
+        return self.seconds[harness.STAT] / self.ours_seconds[harness.STAT]
 
 
 def weight_for(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +113,6 @@ def _bench_anchor(anchor, case, M, w, kernel, repeats, dense_cap, log, budget_s)
     n = int(min(repeats, max(1, budget_s // max(first, 1e-9))))
     t = time_interleaved({"anchor": job.run, "ours": build_fn(case, w, 1)}, n, warmup=0)
     r = AnchorResult(anchor.name, "ok", t["anchor"], t["ours"], diff, same)
-    log(f"    vs {anchor.name}: {r.seconds['median']:.4g} s, convmatrix {r.ours_seconds['median']:.4g} s "
+    log(f"    vs {anchor.name}: {r.seconds[harness.STAT]:.4g} s, convmatrix {r.ours_seconds[harness.STAT]:.4g} s "
         f"({r.speedup:.1f}x), max |diff| {diff:.2g}")
     return r

@@ -30,10 +30,11 @@ def _signal(name, n, k, mode, note=""):
     return Case(name, (1, 1, *k), (1, *n), {"padding": pad}, signal=mode, note=note)
 
 
-# The 20 convolutions of torchvision's ResNet-18 at 224x224, by distinct geometry.
+# The 20 convolutions of torchvision's ResNet-18 at 224x224, by distinct geometry
+# (count: how many share it).
 RESNET18 = [
     Case("resnet18.conv1", (64, 3, 7, 7), (3, 224, 224), {"stride": 2, "padding": 3}, note="7x7/2"),
-    Case("resnet18.layer1", (64, 64, 3, 3), (64, 56, 56), {"padding": 1}, count=4),
+    # layer1's four 64->64 3x3 convolutions on 56x56: the "64->64 3x3 on 56x56" case.
     Case("resnet18.layer2.0.conv1", (128, 64, 3, 3), (64, 56, 56), {"stride": 2, "padding": 1}, note="3x3/2"),
     Case("resnet18.layer2.0.downsample", (128, 64, 1, 1), (64, 56, 56), {"stride": 2}, note="1x1/2"),
     Case("resnet18.layer2", (128, 128, 3, 3), (128, 28, 28), {"padding": 1}, count=3),
@@ -53,7 +54,8 @@ def full_cases() -> list[Case]:
         _signal("single 1-D 4096, k=9 full", (4096,), (9,), "full", "SciPy's 1-D case"),
         Case("16->16 3x3 on 32x32", (16, 16, 3, 3), (16, 32, 32), {"padding": 1}, dense_gb=1.2,
              note="jacrev's case (1.07 GB dense)"),
-        Case("64->64 3x3 on 56x56", (64, 64, 3, 3), (64, 56, 56), {"padding": 1}, note="issue 2's layer"),
+        Case("64->64 3x3 on 56x56 (resnet18.layer1)", (64, 64, 3, 3), (64, 56, 56), {"padding": 1}, count=4,
+             note="issue 2's layer"),
         *RESNET18,
         Case("3-D 8->8 3x3x3 on 32^3", (8, 8, 3, 3, 3), (8, 32, 32, 32), {"padding": 1}),
         Case("depthwise 128 3x3 on 112x112", (128, 1, 3, 3), (128, 112, 112), {"padding": 1, "groups": 128}),

@@ -23,6 +23,10 @@ from datetime import datetime, timezone
 from statistics import median
 from typing import Callable
 
+# The statistic every table quotes: "median" of the repeats (default) or "best"
+# (the least disturbed run, for a machine shared with other jobs).
+STAT = "median"
+
 
 @contextmanager
 def threads(n: int | None):

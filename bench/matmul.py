@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import convmatrix
+import harness
 from cases import Case
 from harness import time_interleaved
 
@@ -29,7 +30,7 @@ class MatmulResult:
     skipped: dict  # contender -> why not run
 
     def ratio(self, name: str) -> float:
-        return self.seconds[name]["median"] / self.seconds["torch conv2d"]["median"]
+        return self.seconds[name][harness.STAT] / self.seconds["torch conv2d"][harness.STAT]
 
 
 def _contenders(case: Case, w: np.ndarray, batch: int, rng, dense_cap: int):
@@ -104,6 +105,6 @@ def bench_matmul(case: Case, batches, repeats: int, rng, dense_cap: int, log=pri
         secs = time_interleaved(fns, n, warmup=0)
         res = MatmulResult(case, batch, secs, errs, skipped)
         log(f"  {case.name} batch {batch}: " + ", ".join(
-            f"{k} {v['median'] * 1e3:.3g} ms" for k, v in secs.items()))
+            f"{k} {v[harness.STAT] * 1e3:.3g} ms" for k, v in secs.items()))
         out.append(res)
     return out

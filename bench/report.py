@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from build import BuildResult
+import harness
 from cases import Case
 
 TARGETS = {
@@ -21,6 +22,10 @@ TARGETS = {
 }
 
 
+def _stat() -> str:
+    return "median" if harness.STAT == "median" else "best"
+
+
 def fmt_s(s: float) -> str:
     return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
 
@@ -28,7 +33,8 @@ def fmt_s(s: float) -> str:
 def describe(case: Case) -> str:
     kw = dict(case.kwargs)
     parts = [f"w {'x'.join(map(str, case.weight_shape))}", f"in {'x'.join(map(str, case.input_shape))}"]
-    parts += [f"{k}={v}" for k, v in kw.items() if k != "transposed" and v not in (0, 1, (0,), (1,))]
+    defaults = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "output_padding": 0}
+    parts += [f"{k}={v}" for k, v in kw.items() if k in defaults and v != defaults[k]]
     if kw.get("transposed"):
         parts.append("transposed")
     if case.count > 1:
@@ -47,7 +53,7 @@ def build_section(results: list[BuildResult]) -> list[str]:
     lines = [
         "## Building the matrix",
         "",
-        "`conv_matrix` timed cold (its pattern cache cleared before every call), median of interleaved "
+        f"`conv_matrix` timed cold (its pattern cache cleared before every call), {_stat()} of interleaved "
         "repeats; *x copy* = build time / time to copy the finished CSR arrays; *peak* = peak memory "
         "allocated during a 1-thread build (tracemalloc) / size of the result.",
         "",
@@ -58,8 +64,8 @@ def build_section(results: list[BuildResult]) -> list[str]:
     for r in results:
         lines.append(
             f"| {r.case.name} | {describe(r.case)} | {r.nnz:,} | {r.result_bytes / 1e6:,.1f} "
-            f"| {fmt_s(r.seconds['1 thread']['median'])} | {r.mnnz_per_s:,.0f} | {r.ratio('1 thread'):.2f} "
-            f"| {r.ratio('2 threads'):.2f} | {fmt_s(r.seconds['copy']['median'])} "
+            f"| {fmt_s(r.seconds['1 thread'][harness.STAT])} | {r.mnnz_per_s:,.0f} | {r.ratio('1 thread'):.2f} "
+            f"| {r.ratio('2 threads'):.2f} | {fmt_s(r.seconds['copy'][harness.STAT])} "
             f"| {r.peak_bytes / r.result_bytes:.2f} |"
         )
     return lines + [""]
@@ -69,7 +75,7 @@ def anchor_section(results: list[BuildResult]) -> list[str]:
     lines = [
         "## Against the anchors",
         "",
-        "Each anchor timed interleaved with a cold 1-thread `conv_matrix` of the same matrix (medians); "
+        f"Each anchor timed interleaved with a cold 1-thread `conv_matrix` of the same matrix ({_stat()}s); "
         "*same matrix* compares every entry of the anchor's result with ours (max |difference|).",
         "",
         "| layer | anchor | anchor | convmatrix | convmatrix faster by | same matrix |",
@@ -83,7 +89,7 @@ def anchor_section(results: list[BuildResult]) -> list[str]:
                 continue
             same = f"yes ({a.max_abs_diff:.1g})" if a.same else f"**NO** ({a.max_abs_diff:.3g})"
             lines.append(
-                f"| {r.case.name} | {a.name} | {fmt_s(a.seconds['median'])} | {fmt_s(a.ours_seconds['median'])} "
+                f"| {r.case.name} | {a.name} | {fmt_s(a.seconds[harness.STAT])} | {fmt_s(a.ours_seconds[harness.STAT])} "
                 f"| **{a.speedup:,.1f}x** | {same} |"
             )
     lines.append("")
@@ -101,7 +107,7 @@ def matmul_section(results) -> list[str]:
     lines = [
         "## Using the matrix: M @ X against the convolution (torch CPU)",
         "",
-        "Median time per batch; *x conv* = time / time of `torch.nn.functional.conv2d` on the same batch "
+        f"{_stat().capitalize()} time per batch; *x conv* = time / time of `torch.nn.functional.conv2d` on the same batch "
         "(above 1: slower than the convolution). *err* = max |y - conv| / max |conv|.",
         "",
         "| layer | batch | contender | time | x conv | err |",
@@ -110,7 +116,7 @@ def matmul_section(results) -> list[str]:
     for r in results:
         for name, t in r.seconds.items():
             lines.append(
-                f"| {r.case.name} | {r.batch} | {name} | {fmt_s(t['median'])} | {r.ratio(name):.2f} "
+                f"| {r.case.name} | {r.batch} | {name} | {fmt_s(t[harness.STAT])} | {r.ratio(name):.2f} "
                 f"| {r.max_rel_err[name]:.1g} |"
             )
         for name, why in r.skipped.items():

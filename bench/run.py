@@ -28,6 +28,7 @@ except ImportError:  # a source checkout without `pip install -e .`
 
 import numpy as np
 
+import harness
 import report
 from anchors import ANCHORS
 from build import ANCHOR_BUDGET_S, bench_build
@@ -46,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats (under a minute)")
     p.add_argument("--cases", nargs="+", metavar="TEXT", help="only layers whose name contains any TEXT")
     p.add_argument("--repeats", type=int, help="timed repeats per contender (default 7, quick 3)")
+    p.add_argument("--stat", choices=("median", "best"), default="median",
+                   help="which statistic of the repeats the tables quote (best: on a busy machine)")
     p.add_argument("--no-anchors", action="store_true", help="skip the anchors")
     p.add_argument("--no-matmul", action="store_true", help="skip the M @ X timings")
     p.add_argument("--dense-cap", type=float, default=None,
@@ -76,6 +79,7 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    harness.STAT = args.stat
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     log(f"building {len(cases)} layers, {repeats} repeats")
