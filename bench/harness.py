@@ -30,7 +30,10 @@ STAT = "median"
 
 @contextmanager
 def threads(n: int | None):
-    """Run convmatrix builds with ``n`` threads (None: the library's default)."""
+    """Run convmatrix builds with at most ``n`` threads (None: the library's default).
+
+    ``conv_matrix`` threads only builds of 4M entries or more; ``n`` caps it.
+    """
     old = os.environ.get("CONVMATRIX_THREADS")
     if n is None:
         os.environ.pop("CONVMATRIX_THREADS", None)

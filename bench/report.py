@@ -54,7 +54,8 @@ def build_section(results: list[BuildResult]) -> list[str]:
         "## Building the matrix",
         "",
         f"`conv_matrix` timed cold (its pattern cache cleared before every call), {_stat()} of interleaved "
-        "repeats; *x copy* = build time / time to copy the finished CSR arrays; *peak* = peak memory "
+        "repeats; *x copy* = build time / time to copy the finished CSR arrays (one thread; *2 thr*: two "
+        "threads allowed, which `conv_matrix` uses from 4M stored entries up); *peak* = peak memory "
         "allocated during a 1-thread build (tracemalloc) / size of the result.",
         "",
         "| layer | geometry | stored entries | CSR MB | 1 thread | Mnnz/s | x copy (1 thr) | x copy (2 thr) "

@@ -381,10 +381,22 @@ class TapPattern:
         return (row // p) * int(self.ptr[-1]) + int(self.ptr[row % p]) if row < self.shape[0] else self.nnz
 
     def indptr(self, start: int, stop: int, dtype) -> np.ndarray:
-        """CSR row pointer of rows ``[start, stop)``."""
-        rows = np.arange(start, stop, dtype=np.int64) % max(self.n_positions, 1)
-        out = np.zeros(stop - start + 1, dtype=dtype)
-        np.cumsum(self.row_counts[rows], out=out[1:])
+        """CSR row pointer of rows ``[start, stop)``: ``ptr`` shifted per output channel."""
+        p, per, origin = self.n_positions, int(self.ptr[-1]), self._offset(start)
+        out = np.empty(stop - start + 1, dtype=dtype)
+        i, r = 0, start
+        while r < stop:  # a partial channel, whole channels, a partial channel
+            u, oa = divmod(r, p)
+            if oa == 0 and stop - r >= p:
+                nu = (stop - r) // p
+                shifts = np.arange(u, u + nu, dtype=np.int64) * per - origin
+                np.add.outer(shifts, self.ptr[:-1], out=out[i : i + nu * p].reshape(nu, p), casting="same_kind")
+                n = nu * p
+            else:
+                n = min(p - oa, stop - r)
+                np.add(self.ptr[oa : oa + n], u * per - origin, out=out[i : i + n], casting="same_kind")
+            i, r = i + n, r + n
+        out[-1] = self._offset(stop) - origin
         return out
 
     def nnz_rows(self, start: int, stop: int) -> int:
@@ -526,14 +538,12 @@ class TapPattern:
 
 
 def _default_workers(nnz: int) -> int:
-    """Threads for a fill: 1 below 4M entries, else one per core (at most 8), or
-    ``$CONVMATRIX_THREADS`` when set (e.g. 1 on a shared machine)."""
-    forced = os.environ.get("CONVMATRIX_THREADS", "").strip()
-    if forced:
-        return max(1, int(forced))
+    """Threads for a fill: 1 below 4M entries (threads do not pay there), else one
+    per core, at most 8 or ``$CONVMATRIX_THREADS`` (e.g. 1 on a shared machine)."""
     if nnz < 4_000_000:
         return 1
-    return max(1, min(os.cpu_count() or 1, 8))
+    cap = os.environ.get("CONVMATRIX_THREADS", "").strip()
+    return max(1, min(os.cpu_count() or 1, 8, int(cap) if cap else 8))
 
 
 @lru_cache(maxsize=16)
