@@ -163,21 +163,33 @@ def target_section(results: list[BuildResult]) -> list[str]:
 
 def readme_section(info: dict, command: str, builds, products) -> str:
     """The README's benchmark section (docs/readme/bench.md), from one run's results."""
+    stat = "best" if harness.STAT == "best" else "median"
     lines = [
         "## Benchmarks",
         "",
-        f"Measured with `{command}` (regenerates this section; `make bench` runs the full suite and writes "
-        "`bench/results/latest.md`) on {cpus} CPUs ({cpu}), {date}, numpy {numpy}, scipy {scipy}, "
-        "torch {torch}. The machine is shared with other jobs and noisy (1-min load average {load} at the "
-        "end), so read the ratios, which are measured interleaved in the same run, rather than the "
-        "absolute times.".format(
-            cpus=info["cpus"], cpu=info["cpu"], date=info["date"], numpy=info["numpy"], scipy=info["scipy"],
-            torch=info["torch"], load=info["load average (1 min)"],
-        ),
+        "`make bench` builds every benchmark layer's matrix with `conv_matrix` and with each tool that can "
+        "build it (sparse-convolution, ptwt, PyLops, SciPy, `torch.func.jacrev`), checks that every tool's "
+        "matrix holds the same numbers as ours, compares the build with a plain copy of the finished CSR "
+        "arrays (the floor: any build must write them once), and times `M @ X` against the convolution. "
+        "`make bench BENCH_ARGS=--quick` is the one-minute version.",
+        "",
+        "`conv_matrix` writes the matrix block by block: along every axis, consecutive output positions that "
+        "read the same kernel taps form a run, and each product of runs is one strided NumPy assignment for "
+        "all output channels at once, so the arrays are written about once, like a copy, and nothing but the "
+        "result is allocated.",
+        "",
+        f"The tables below come from `{command}` on {info['cpus']} CPUs ({info['cpu']}), {info['date']}, "
+        f"numpy {info['numpy']}, scipy {info['scipy']}, torch {info['torch']}. That machine is shared with "
+        f"other jobs and was noisy (1-min load average {info['load average (1 min)']} at the end): every ratio "
+        f"compares contenders timed interleaved in the same run, and the tables quote the {stat} of the "
+        "repeats. Regenerate this section with that command (or "
+        "`make bench BENCH_ARGS=\"--stat best --readme docs/readme/bench.md\"`).",
+        "",
+        "### Targets",
         "",
     ]
     lines += target_section(builds)[2:]
-    lines += build_section(builds)[2:]
-    lines += anchor_section(builds)[2:]
-    lines += matmul_section(products)[2:] if products else []
+    lines += ["### Building"] + build_section(builds)[1:]
+    lines += ["### Against the anchors"] + anchor_section(builds)[1:]
+    lines += (["### Using the matrix"] + matmul_section(products)[1:]) if products else []
     return "\n".join(lines)
