@@ -11,17 +11,49 @@ it lazily, on first use, so ``import convmatrix`` stays light.
 
 from importlib import import_module
 
+from .blocks import conv_matrix_blocks, conv_matrix_channels, conv_matrix_rows
 from .geometry import ConvGeometry
 from .matrix import conv_matrix
+# Eager (NumPy/SciPy only): the function must shadow its own module's name, convmatrix.operator.
+from .operator import operator
 from .signal import convmtx, convmtx2, convolution_matrix
+
+# Eager (NumPy only): the function must shadow its own module's name, convmatrix.symbolic.
+from .symbolic import SymbolicMatrix, symbolic
 
 __version__ = "0.1.0"
 
 # Public names defined in modules that pull optional dependencies, loaded on first access.
 _LAZY = {
+    "symbolic": ".symbolic",
+    "SymbolicMatrix": ".symbolic",
+    "neuron": ".neurons",
+    "feeds": ".neurons",
+    "receptive_field": ".receptive",
+    "receptive_set": ".receptive",
+    "plot_matrix": ".plot",
+    "plot_neuron": ".plot",
+    "plot_receptive_field": ".plot",
+    "operator": ".operator",
+    "from_module": ".modules",
+    "to_linear": ".modules",
+    "SparseConvLinear": ".modules",
+    "explore": ".explorer",
+    "dask_matrix": ".distributed",
+    "to_zarr": ".distributed",
+    "from_zarr": ".distributed",
+    "store_info": ".distributed",
+    "matvec_store": ".distributed",
+    "evaluate_stored": ".distributed",
+    "dask_spectral_norm": ".distributed",
+    "to_mlp": ".network.mlp",
+    "MaskedActivation": ".network.mlp",
 }
 
-__all__ = ["ConvGeometry", "conv_matrix", "convolution_matrix", "convmtx", "convmtx2", *_LAZY]
+__all__ = [
+    "ConvGeometry", "conv_matrix", "conv_matrix_rows", "conv_matrix_channels", "conv_matrix_blocks",
+    "convolution_matrix", "convmtx", "convmtx2", *_LAZY,
+]
 
 
 def __getattr__(name):

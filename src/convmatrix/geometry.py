@@ -22,6 +22,7 @@ __all__ = [
     "conv_output_size",
     "conv_transpose_output_size",
     "format_bytes",
+    "parse_bytes",
     "check_memory",
 ]
 
@@ -55,6 +56,44 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
+
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+
+
+def parse_bytes(value: int | float | str, name: str = "size") -> int:
+    """A byte count from an int or a string such as ``"512MB"``, ``"1.5 GB"`` or ``"64KiB"``.
+
+    Units as :func:`format_bytes` writes them (decimal: kB, MB, GB, TB), their
+    binary forms (KiB, MiB, GiB, TiB) and plain ``B``; case does not matter.
+
+    >>> parse_bytes("512MB"), parse_bytes("1GiB"), parse_bytes(4096), parse_bytes("1.5 kB")
+    (512000000, 1073741824, 4096, 1500)
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number of bytes or a string like '512MB', got {value!r}")
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number):]
+        try:
+            amount = float(number)
+        except ValueError:
+            amount = None
+        if amount is None or unit not in _UNITS:
+            raise ValueError(
+                f"{name} must be a number of bytes or a size like '512MB', '1GB' or '64KiB', got {value!r}"
+            )
+        value = amount * _UNITS[unit]
+    elif not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of bytes or a string like '512MB', got {value!r}")
+    if not np.isfinite(value) or value < 1:
+        raise ValueError(f"{name} must be at least 1 byte, got {value!r}")
+    return int(value)
 
 
 def available_memory() -> int:

@@ -6,6 +6,7 @@ Geometry first (validation, output shape, memory estimate), pattern second
 
 from __future__ import annotations
 
+import warnings
 from math import prod
 from typing import Any
 
@@ -90,7 +91,7 @@ def estimate_bytes(geom: ConvGeometry, itemsize: int, fmt: str = "csr", nnz: int
     idx = np.dtype(index_dtype_for(cols, nnz)).itemsize
     if fmt == "coo":
         return nnz * (itemsize + 2 * idx)
-    return nnz * (itemsize + idx) + (max(rows, cols) + 1) * idx
+    return nnz * (itemsize + idx) + ((cols if fmt == "csc" else rows) + 1) * idx
 
 
 def conv_matrix(
@@ -211,11 +212,12 @@ def _torch_csr(weight, geom: ConvGeometry):
         values = torch.zeros(len(tap_ptr) - 1, dtype=slabs.dtype).index_add(0, torch.from_numpy(entry), gathered)
     else:
         values = gathered
-    idx = torch.int32 if indices.dtype == np.int32 else torch.int64
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(indptr.astype(indices.dtype)).to(idx), torch.from_numpy(indices).to(idx),
-        values, size=geom.matrix_shape,
-    )
+    with warnings.catch_warnings():  # torch's "sparse CSR support is in beta" notice, once per call
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(indptr), torch.from_numpy(indices), values, size=geom.matrix_shape,
+            check_invariants=False,
+        )
 
 
 def describe(geom: ConvGeometry, itemsize: int = 4) -> str:

@@ -35,7 +35,7 @@ import numpy as np
 
 from .geometry import ConvGeometry
 
-__all__ = ["axis_taps", "TapPattern", "tap_pattern", "index_dtype_for"]
+__all__ = ["axis_taps", "TapPattern", "tap_pattern", "index_dtype_for", "row_counts"]
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -162,6 +162,19 @@ def axis_nnz(geom: ConvGeometry) -> int:
     """Exact number of stored entries of the matrix, from the 1-D patterns alone (cheap)."""
     spatial = prod(int(_axis_ragged(geom, ax).ptr[-1]) for ax in range(geom.ndim))
     return geom.out_channels * geom.in_per_group * spatial
+
+
+def row_counts(geom: ConvGeometry) -> np.ndarray:
+    """Stored entries of each row of one output channel, from the 1-D patterns alone (cheap).
+
+    Equals ``tap_pattern(geom).row_counts`` without building the template: the
+    pattern is a product over the group's input channels and the spatial axes,
+    so a row's count is ``in_per_group`` times its per-axis counts.
+    """
+    counts = np.full((), geom.in_per_group, dtype=np.int64)
+    for ax in range(geom.ndim):
+        counts = np.multiply.outer(counts, np.diff(_axis_ragged(geom, ax).ptr))
+    return counts.reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -320,6 +333,7 @@ class TapPattern:
         self.shape = geom.matrix_shape
         no_padding = all(lo == hi == 0 for lo, hi in geom.padding)
         self.folded = False
+        self._col = self._taps = None
         if geom.transposed or geom.padding_mode == "zeros" or no_padding:
             axes = [_axis_runs(geom, ax) for ax in range(geom.ndim)]
             self.runs = [r for r, _ in axes]
@@ -348,10 +362,34 @@ class TapPattern:
         )
         for ax in range(geom.ndim):
             tmpl = tmpl * _axis_ragged(geom, ax)
-        self.ptr, self.col, self.tap_ptr, self.tap = tmpl.ptr, tmpl.col, tmpl.tap_ptr, tmpl.tap
+        self.ptr, self._col, self._taps = tmpl.ptr, tmpl.col, (tmpl.tap_ptr, tmpl.tap)
         self.row_counts = np.diff(self.ptr)
-        self.folded = len(self.tap) > len(self.col)
+        self.folded = len(tmpl.tap) > len(tmpl.col)
         self._cols_cache: dict = {}
+
+    # The template of output channel 0: the folded path builds it, the run path
+    # derives it on first use (it is as large as one channel of the matrix).
+    @property
+    def col(self) -> np.ndarray:
+        """Column of every entry of output channel 0 (group 0), int64."""
+        if self._col is None:
+            self._col = self.fill(None, 0, self.n_positions, workers=1)[1].astype(np.int64)
+        return self._col
+
+    @property
+    def tap_ptr(self) -> np.ndarray:
+        """Entry e of channel 0 sums the taps ``tap[tap_ptr[e]:tap_ptr[e+1]]``."""
+        return self._channel_taps()[0]
+
+    @property
+    def tap(self) -> np.ndarray:
+        """Taps of channel 0's entries, as flat indices into its slab."""
+        return self._channel_taps()[1]
+
+    def _channel_taps(self):
+        if self._taps is None:
+            self._taps = self.entry_taps(0, self.n_positions)
+        return self._taps
 
     # ------------------------------------------------------------------ helpers
     def _cols(self, dtype) -> np.ndarray:

@@ -74,6 +74,7 @@ def convolution_matrix(a, n, mode: str = "full", *, format: str = "csr"):
            [0, 0, 3, 2],
            [0, 0, 0, 3]])
     """
+    original_dtype = np.asarray(a).dtype
     a = as_weight_array(a, "a")
     if a.ndim not in (1, 2, 3):
         raise ValueError(f"a must have 1, 2 or 3 dimensions, got shape {a.shape}")
@@ -90,7 +91,9 @@ def convolution_matrix(a, n, mode: str = "full", *, format: str = "csr"):
     full_shape = tuple(m + s - 1 for m, s in zip(a.shape, sizes))
     rows = np.ravel_multi_index(np.ix_(*keep), full_shape).ravel()
     A = full if mode == "full" else sp.csr_array(full[rows])
-    return A.toarray() if format == "dense" else A
+    if format == "dense":  # exactly SciPy's ndarray: integer kernels give integer matrices
+        return A.toarray().astype(original_dtype if original_dtype.kind in "iu" else A.dtype)
+    return A
 
 
 def convmtx(h, n: int):

@@ -14,6 +14,12 @@ from importlib import import_module
 
 # Command modules, in the order ``--help`` lists them.
 COMMANDS = [
+    "show",
+    "neuron",
+    "plot",
+    "explore",
+    "build",
+    "convert",
 ]
 
 EPILOG = """\
@@ -21,6 +27,7 @@ examples:
   convmatrix show 2x1x2x2 1x3x3            the seed question's 8x9 matrix, kernel entries as letters
   convmatrix show 3x1x3x3 1x5x5 --padding 1 --stride 2
   convmatrix convert model.onnx -o mlp.onnx
+  convmatrix build 64x64x3x3 64x224x224 --padding 1 --out conv.zarr --block-bytes 512MB
 run 'convmatrix COMMAND --help' for the options and examples of each command.
 """
 
@@ -29,8 +36,16 @@ class CLIError(Exception):
     """An error to report as one line on stderr with exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house rule for bad arguments: one line on stderr, exit status 2
+    (sub-command parsers inherit the class)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="convmatrix",
         description="A convolutional layer as the fully connected layer it is: exact sparse matrices "
         "of convolutions, explained, converted and analysed.",

@@ -61,3 +61,23 @@ def conv_kwargs(args: argparse.Namespace) -> dict:
         transposed=args.transposed,
         output_padding=args.output_padding,
     )
+
+
+def window(text: str) -> tuple[int, int]:
+    """``"2:5"`` -> ``(2, 5)``: rows or columns 2, 3 and 4."""
+    try:
+        a, b = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a window is START:STOP with ints (like 0:10), got {text!r}")
+    return a, b
+
+
+def index(text: str) -> int | tuple[int, ...]:
+    """A neuron: ``"7"`` (flat) or ``"1,1,1"`` (channel, *position)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a neuron is a flat index or channel,*position ints joined by commas (like 0,1,1), got {text!r}"
+        )
+    return values[0] if len(values) == 1 else values

@@ -1,0 +1,46 @@
+"""``convmatrix neuron``: what one output neuron of a layer reads (or one input neuron feeds)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import add_conv_options, conv_kwargs, index, shape
+
+EPILOG = """\
+examples:
+  convmatrix neuron 2x1x2x2 1x3x3 1
+      output neuron 1 of the seed's layer: y[0,0,1] = a*x[0,0,1] + b*x[0,0,2] + ...
+  convmatrix neuron 2x1x2x2 1x3x3 1,1,1
+      the same by (channel, row, column): neuron 7
+  convmatrix neuron 3x1x3x3 1x5x5 0 --padding 1 --padding-mode reflect
+      folded taps show as sums such as (a+c)
+  convmatrix neuron 2x1x2x2 1x3x3 4 --feeds
+      the reverse: the output neurons that input neuron 4 feeds, with which kernel entries
+
+INDEX is a flat index (the row of M; with --feeds the column) or channel,*position
+in array-axis order (for 2-D maps: channel,row,column).
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "neuron", help="explain one neuron of a layer: its inputs, weights and receptive field",
+        description="Explain one output neuron (one row of M): the input neurons it reads, the kernel "
+        "entry that weights each, its formula and its receptive-field box. With --feeds: one input neuron "
+        "(one column of M) and the output neurons it feeds.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("weight_shape", type=shape, metavar="WEIGHT_SHAPE", help="e.g. 2x1x2x2")
+    p.add_argument("input_shape", type=shape, metavar="INPUT_SHAPE", help="e.g. 1x3x3")
+    p.add_argument("index", type=index, metavar="INDEX", help="flat index or channel,*position (e.g. 0,1,1)")
+    add_conv_options(p)
+    p.add_argument("--feeds", action="store_true", help="INDEX is an input neuron: list what it feeds")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..neurons import feeds, neuron
+
+    fn = feeds if args.feeds else neuron
+    print(fn(args.weight_shape, args.input_shape, args.index, **conv_kwargs(args)))
+    return 0

@@ -1,0 +1,170 @@
+"""``convmatrix.explore``: the explorer of a layer or a stack, for Python and Jupyter."""
+
+from __future__ import annotations
+
+import html
+import threading
+
+import numpy as np
+
+from .data import DEFAULT_BUDGET, build_stack, default_spec, layer_spec
+from .page import MAX_PAGE_BYTES, render_page, static_answers
+
+__all__ = ["Explorer", "explore", "Running"]
+
+# Modules that act element-wise: they keep every neuron's input set, so a stack may hold them.
+_ELEMENTWISE = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish",
+                "Sigmoid", "Tanh", "Hardtanh", "Hardswish", "Hardsigmoid", "Softplus", "Identity",
+                "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
+
+
+class Running:
+    """A server running in a background thread: ``url``, ``stop()``."""
+
+    def __init__(self, server, thread, url):
+        self.server, self.thread, self.url = server, thread, url
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __repr__(self) -> str:
+        return f"<convmatrix explorer at {self.url}>"
+
+
+class Explorer:
+    """The explorer of one layer or a stack of layers.
+
+    ``html()`` is the self-contained page (``save(path)`` writes it, Jupyter shows it
+    through ``_repr_html_``); ``serve()`` runs the local server for any geometry.
+
+    >>> ex = explore((2, 1, 2, 2), (1, 3, 3))
+    >>> ex.stack.summary()["layers"][0]["matrix_shape"]
+    [8, 9]
+    >>> "data-neuron" in ex.html()
+    True
+    """
+
+    def __init__(self, spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_BUDGET,
+                 max_page_bytes: int = MAX_PAGE_BYTES):
+        self.stack = build_stack(spec, weights, biases, budget=budget)
+        self.spec = self.stack.spec
+        self.weights, self.biases, self.budget = weights, biases, budget
+        self.max_page_bytes = max_page_bytes
+
+    def html(self) -> str:
+        """The self-contained page (ValueError with its size when too large to carry)."""
+        answers = static_answers(self.stack, self.max_page_bytes)
+        return render_page({"mode": "static", "spec": self.spec, "answers": answers})
+
+    def save(self, path) -> str:
+        text = self.html()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return str(path)
+
+    def app(self):
+        """The Starlette app (for a server of your own, or Starlette's TestClient)."""
+        from .server import create_app
+
+        return create_app(self.spec, self.weights, self.biases, budget=self.budget)
+
+    def serve(self, port: int = 0, *, open_browser: bool = True, block: bool = True):
+        """Serve on 127.0.0.1:``port`` (0: a free one). Blocking, or in a thread (returns :class:`Running`)."""
+        import uvicorn
+
+        from .server import bind
+
+        sock = bind(port)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        for layer in self.stack.layers:  # build the tap patterns now, so the page opens at once
+            layer.pattern
+        server = uvicorn.Server(uvicorn.Config(self.app(), log_level="warning", lifespan="off"))
+        if open_browser:
+            import webbrowser
+
+            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+        if block:
+            print(f"convmatrix explorer: {url}  (Ctrl+C stops it)", flush=True)
+            server.run(sockets=[sock])
+            return None
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        while not server.started and thread.is_alive():
+            thread.join(0.02)
+        return Running(server, thread, url)
+
+    def _repr_html_(self) -> str:
+        try:
+            page = self.html()
+        except ValueError as exc:
+            return f"<p><b>convmatrix explorer:</b> {html.escape(str(exc))}</p>"
+        return (f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:760px;'
+                'border:1px solid #ccc" sandbox="allow-scripts"></iframe>')
+
+    def __repr__(self) -> str:
+        shapes = " -> ".join("x".join(map(str, s)) for _, s in self.stack.maps)
+        return f"<convmatrix.Explorer {shapes}>"
+
+
+def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
+            max_page_bytes: int = MAX_PAGE_BYTES, **conv_kwargs) -> Explorer:
+    """The interactive explorer of a conv layer or a stack (shows itself in Jupyter).
+
+    ``layer`` is a weight shape, a weight (NumPy array or torch tensor), a torch
+    ``nn.ConvNd`` / ``nn.ConvTransposeNd``, an ``nn.Sequential`` of them (element-wise
+    activations, batch norm and dropout between them keep every input set), or a list of
+    weight shapes or ``(weight_shape, conv_kwargs)`` pairs; ``None`` is the seed question's
+    2x1x2x2 kernel on 1x3x3. ``conv_kwargs`` apply to a single weight or shape.
+    """
+    if layer is None:
+        if input_shape is not None or conv_kwargs:
+            raise ValueError("explore() without a layer shows the seed example; give a layer to set "
+                             "input_shape or conv options")
+        return Explorer(default_spec(), budget=budget, max_page_bytes=max_page_bytes)
+    if input_shape is None:
+        raise ValueError("input_shape is required: (channels, *spatial) of the layer's input")
+    input_text = "x".join(str(int(s)) for s in input_shape)
+    kinds, weights, biases = _layers_of(layer, conv_kwargs)
+    spec = {"input": input_text, "layers": kinds}
+    return Explorer(spec, weights, biases, budget=budget, max_page_bytes=max_page_bytes)
+
+
+def _layers_of(layer, conv_kwargs):
+    """(layer specs, weights, biases) of whatever ``explore`` was given."""
+    if _is_module(layer):
+        if conv_kwargs:
+            raise ValueError("conv options come from the module; do not pass them with a module")
+        mods = list(layer) if type(layer).__name__ == "Sequential" else [layer]
+        specs, weights, biases = [], [], []
+        for i, m in enumerate(mods):
+            name = type(m).__name__
+            if name.startswith("Conv") and hasattr(m, "weight"):
+                transposed = name.startswith("ConvTranspose")
+                kw = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups,
+                          padding_mode=m.padding_mode)
+                if transposed:
+                    kw.update(transposed=True, output_padding=m.output_padding)
+                specs.append(layer_spec(tuple(m.weight.shape), **kw))
+                weights.append(m.weight.detach().cpu().numpy())
+                biases.append(None if m.bias is None else m.bias.detach().cpu().numpy())
+            elif name not in _ELEMENTWISE:
+                raise ValueError(f"explore takes convolutions and element-wise modules; layer {i} is a {name}")
+        if not specs:
+            raise ValueError("the module holds no convolution to explore")
+        return specs, weights, biases
+    if isinstance(layer, list) and layer and not isinstance(layer[0], (int, np.integer)):
+        specs = []
+        for item in layer:
+            shape, kw = (item if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], dict)
+                         else (item, {}))
+            specs.append(layer_spec(shape, **kw))
+        return specs, None, None
+    if isinstance(layer, (tuple, list)):
+        return [layer_spec(layer, **conv_kwargs)], None, None
+    w = np.asarray(layer.detach().cpu().numpy() if hasattr(layer, "detach") else layer)
+    return [layer_spec(w.shape, **conv_kwargs)], [w], None
+
+
+def _is_module(obj) -> bool:
+    return any(c.__name__ == "Module" and c.__module__.startswith("torch.nn") for c in type(obj).__mro__)

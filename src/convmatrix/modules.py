@@ -1,0 +1,192 @@
+"""torch convolution modules as fully connected layers.
+
+:func:`from_module` gives the exact ``(M, b)`` of a ``torch.nn.Conv1d/2d/3d`` or
+``ConvTranspose1d/2d/3d`` with all its options, and :func:`to_linear` the torch
+module that computes the same layer as one linear map: a dense ``nn.Linear``, or
+a :class:`SparseConvLinear` whose sparse CSR weight stays differentiable in the
+original kernel. This module imports torch; ``convmatrix`` reaches it lazily.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from .geometry import ConvGeometry
+from .matrix import as_weight_array, conv_geometry, conv_matrix
+
+__all__ = ["from_module", "to_linear", "module_conv_kwargs", "SparseConvLinear"]
+
+_FORWARD = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def module_conv_kwargs(module: nn.Module) -> dict:
+    """The :func:`convmatrix.conv_matrix` keyword arguments of a torch conv module.
+
+    >>> module_conv_kwargs(nn.ConvTranspose1d(2, 4, 3, stride=2, output_padding=1))
+    {'stride': (2,), 'padding': (0,), 'dilation': (1,), 'groups': 1, 'padding_mode': 'zeros',
+     'transposed': True, 'output_padding': (1,)}
+    """
+    if not isinstance(module, _FORWARD + _TRANSPOSED):
+        raise TypeError(
+            "module must be a torch.nn.Conv1d/2d/3d or ConvTranspose1d/2d/3d, "
+            f"got {type(module).__module__}.{type(module).__qualname__}"
+        )
+    if isinstance(module.weight, nn.parameter.UninitializedParameter):
+        raise ValueError(
+            f"module {type(module).__name__} has uninitialized (lazy) parameters; "
+            "run one forward pass to set its shapes first"
+        )
+    kw = dict(
+        stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups,
+        padding_mode=module.padding_mode,
+    )
+    if isinstance(module, _TRANSPOSED):
+        kw.update(transposed=True, output_padding=module.output_padding)
+    return kw
+
+
+def _in_context(module, input_shape, build, *args, **kwargs):
+    """``build(*args, **kwargs)``; a ValueError/TypeError also names the module and the input shape."""
+    try:
+        return build(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"input_shape={input_shape!r} for {module!r}: {exc}") from None
+
+
+def _matrix(module: nn.Module, input_shape, **fmt):
+    kw = module_conv_kwargs(module)
+    return _in_context(module, input_shape, conv_matrix, module.weight, input_shape, **kw, **fmt)
+
+
+def _geometry(module: nn.Module, input_shape) -> ConvGeometry:
+    kw = module_conv_kwargs(module)
+    return _in_context(module, input_shape, conv_geometry, tuple(module.weight.shape), input_shape, **kw)
+
+
+def from_module(module: nn.Module, input_shape) -> tuple:
+    """The matrix and bias of a torch conv module: ``flatten(module(x)) == M @ flatten(x) + b``.
+
+    Parameters
+    ----------
+    module : torch.nn.Conv1d/2d/3d or ConvTranspose1d/2d/3d
+        Any options: stride, padding (int, tuple, ``"same"``, ``"valid"``),
+        dilation, groups, padding_mode, output_padding, with or without bias.
+    input_shape : tuple of int
+        ``(C_in, *spatial)``, without the batch axis.
+
+    Returns
+    -------
+    M : scipy.sparse.csr_array, shape ``(prod(output_shape), prod(input_shape))``
+    b : numpy.ndarray, shape ``(M.shape[0],)``
+        The bias of every output neuron (its channel's bias), zeros without bias.
+
+    Example
+    -------
+    >>> import torch
+    >>> conv = torch.nn.Conv2d(1, 2, 2).double()
+    >>> M, b = from_module(conv, (1, 3, 3))
+    >>> M.shape, b.shape
+    ((8, 9), (8,))
+    >>> x = torch.randn(1, 3, 3, dtype=torch.float64)
+    >>> bool(np.allclose(M @ x.numpy().ravel() + b, conv(x).detach().numpy().ravel()))
+    True
+    """
+    M = _matrix(module, input_shape)
+    if module.bias is None:
+        return M, np.zeros(M.shape[0], dtype=M.dtype)
+    bias = as_weight_array(module.bias, "module.bias")
+    return M, np.repeat(bias, M.shape[0] // len(bias))
+
+
+class SparseConvLinear(nn.Module):
+    """A conv layer as a linear map with a torch sparse CSR weight.
+
+    Holds the kernel (and channel bias) as parameters, and builds the sparse CSR
+    matrix from them on every call (:meth:`matrix`, a gather that autograd
+    follows), so training it trains the kernel. Input ``(*, in_features)``,
+    output ``(*, out_features)``, as ``nn.Linear``.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, input_shape, conv_kwargs: dict):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        self.input_shape = tuple(int(n) for n in input_shape)
+        self.conv_kwargs = dict(conv_kwargs)
+        rows, cols = self.matrix().shape
+        self.in_features, self.out_features = cols, rows
+
+    def matrix(self) -> torch.Tensor:
+        """The current sparse CSR weight, differentiable in :attr:`weight`."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            warnings.filterwarnings("ignore", message="Sparse invariant checks")
+            return conv_matrix(self.weight, self.input_shape, format="torch", **self.conv_kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        y = (self.matrix() @ x.reshape(-1, self.in_features).T).T
+        if self.bias is not None:
+            y = y + self.bias.repeat_interleave(self.out_features // len(self.bias))
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, " \
+               f"kernel={tuple(self.weight.shape)}, bias={self.bias is not None}"
+
+
+def to_linear(module: nn.Module, input_shape, *, sparse: bool = False, keep_shape: bool = False) -> nn.Module:
+    """A torch module computing the conv ``module`` as one linear map.
+
+    Parameters
+    ----------
+    module : torch.nn.Conv1d/2d/3d or ConvTranspose1d/2d/3d
+    input_shape : tuple of int
+        ``(C_in, *spatial)``, without the batch axis.
+    sparse : bool
+        ``False`` (default): a dense ``nn.Linear`` with weight ``M`` and bias ``b``
+        of :func:`from_module`. ``True``: a :class:`SparseConvLinear` (sparse CSR
+        weight, for layers whose dense matrix is too large; gradients flow to its
+        kernel).
+    keep_shape : bool
+        ``True``: ``nn.Sequential(Flatten, linear, Unflatten)``, a drop-in
+        replacement taking and returning the module's own shapes (with or
+        without a batch axis). ``False``: the linear map on flattened inputs.
+
+    Example
+    -------
+    >>> import torch
+    >>> conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    >>> fc = to_linear(conv, (3, 8, 8))
+    >>> fc
+    Linear(in_features=192, out_features=512, bias=True)
+    >>> x = torch.randn(5, 3, 8, 8)
+    >>> torch.allclose(fc(x.flatten(1)), conv(x).flatten(1), atol=1e-5)
+    True
+    """
+    for name, value in (("sparse", sparse), ("keep_shape", keep_shape)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {value!r}")
+    kw = module_conv_kwargs(module)
+    out_shape = _geometry(module, input_shape).output_shape
+    w, b = module.weight, module.bias
+    if sparse:
+        linear = SparseConvLinear(w, b, input_shape, kw)
+    else:
+        M = _matrix(module, input_shape, format="dense")
+        # skip_init: no random initialisation of a weight that is overwritten at once.
+        linear = torch.nn.utils.skip_init(
+            nn.Linear, M.shape[1], M.shape[0], bias=b is not None, device=w.device, dtype=w.dtype
+        )
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(M))
+            if b is not None:
+                linear.bias.copy_(b.repeat_interleave(M.shape[0] // len(b)))
+    if not keep_shape:
+        return linear
+    return nn.Sequential(nn.Flatten(-len(input_shape)), linear, nn.Unflatten(-1, out_shape))

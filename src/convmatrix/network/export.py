@@ -1,0 +1,273 @@
+"""Writers (and readers) of lowered networks: ONNX Gemm+Relu chains, torch ``pt``, NNet, ``npz``.
+
+All take a :class:`~convmatrix.network.passes.Chain`. The ONNX and NNet formats hold
+plain fully connected ReLU networks, so they need a chain whose activations are all
+ReLU on every neuron (run :func:`~convmatrix.network.passes.relu_only` first);
+``pt`` and ``npz`` hold any chain.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..geometry import format_bytes
+from .passes import Chain, Layer
+
+__all__ = ["dense_bytes", "sparse_bytes", "check_relu_chain", "write_onnx", "write_pt", "read_pt",
+           "write_nnet", "read_nnet", "write_npz", "read_npz", "FORMATS"]
+
+FORMATS = ("onnx", "pt", "nnet", "npz")
+
+
+def dense_bytes(chain: Chain, itemsize: int = 4) -> int:
+    """Bytes of all weights and biases stored densely."""
+    return sum(layer.M.shape[0] * (layer.M.shape[1] + 1) for layer in chain.layers) * itemsize
+
+
+def sparse_bytes(chain: Chain) -> int:
+    """Bytes of the chain as CSR layers (float64 values, int64 indices)."""
+    return sum(16 * layer.M.nnz + 8 * (layer.M.shape[0] + 1) + 8 * layer.M.shape[0] for layer in chain.layers)
+
+
+def check_relu_chain(chain: Chain, fmt: str) -> None:
+    """Refuse a chain a plain ReLU network cannot hold (other activations, masked layers)."""
+    for i, layer in enumerate(chain.layers):
+        if layer.kind not in (None, "ReLU") or layer.index is not None:
+            what = layer.kind if layer.index is None else f"{layer.kind} on part of the neurons"
+            raise ValueError(f"layer {i + 1} has a {what} activation, which a {fmt} file of Gemm/Relu "
+                             f"layers cannot hold exactly; write --format pt or npz instead")
+
+
+def _layers_with_output(chain: Chain) -> list[Layer]:
+    """The layers, with an identity Linear appended where the chain ends in an activation."""
+    layers = list(chain.layers)
+    if layers and layers[-1].kind is not None:
+        n = layers[-1].M.shape[0]
+        layers.append(Layer(sp.identity(n, format="csr"), np.zeros(n)))
+    return layers
+
+
+# -- ONNX --------------------------------------------------------------------------------
+
+def _onnx_dims(dims):
+    return [d if isinstance(d, int) else (d if isinstance(d, str) and d != "?" else "N") for d in dims]
+
+
+def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, dtype=np.float32,
+               data_name: str | None = None) -> None:
+    """A sequential ONNX chain ``[Flatten|Reshape] -> (Gemm [-> Relu])* -> [Reshape]``.
+
+    The input and output keep the names and shapes recorded in ``chain.meta`` (from
+    the ONNX front end), a dynamic batch axis stays dynamic. Models over 1.8 GB keep
+    their weights in ``data_name`` (default ``<file name>.data``) beside the file, as
+    protobuf cannot hold more than 2 GB.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    check_relu_chain(chain, "ONNX")
+    meta = chain.meta
+    in_name, out_name = meta.get("input_name", "input"), meta.get("output_name", "output")
+    in_dims = meta.get("input_dims") or [1, *chain.input_shape]
+    out_dims = meta.get("output_dims") or [1, *chain.output_shape]
+    batched = meta.get("batched", True)
+    elem = TensorProto.DOUBLE if np.dtype(dtype) == np.float64 else TensorProto.FLOAT
+    nodes, inits = [], []
+    cur = in_name
+    n_in = chain.layers[0].M.shape[1]
+    if batched and len(in_dims) > 2:
+        nodes.append(helper.make_node("Flatten", [cur], ["flat"], axis=1, name="flatten"))
+        cur = "flat"
+    elif not batched:
+        inits.append(numpy_helper.from_array(np.array([1, n_in], dtype=np.int64), "input_shape2d"))
+        nodes.append(helper.make_node("Reshape", [cur, "input_shape2d"], ["flat"], name="reshape_in"))
+        cur = "flat"
+    needs_reshape = not (batched and len(out_dims) == 2)
+    for i, layer in enumerate(chain.layers, 1):
+        inits.append(numpy_helper.from_array(layer.M.astype(dtype).toarray(), f"W{i}"))
+        inits.append(numpy_helper.from_array(layer.b.astype(dtype), f"B{i}"))
+        nodes.append(helper.make_node("Gemm", [cur, f"W{i}", f"B{i}"], [f"z{i}"], transB=1, name=f"gemm{i}"))
+        cur = f"z{i}"
+        if layer.kind == "ReLU":
+            nodes.append(helper.make_node("Relu", [cur], [f"h{i}"], name=f"relu{i}"))
+            cur = f"h{i}"
+        if progress is not None:
+            progress.update(1)
+    if not needs_reshape:  # the last node writes the original output
+        nodes[-1].output[0] = out_name
+    if needs_reshape:
+        target = [0 if (batched and k == 0) else (d if isinstance(d, int) else -1) for k, d in enumerate(out_dims)]
+        if not batched or len(out_dims) < 2:
+            target = [d if isinstance(d, int) else -1 for d in out_dims]
+        inits.append(numpy_helper.from_array(np.array(target, dtype=np.int64), "output_shape"))
+        nodes.append(helper.make_node("Reshape", [cur, "output_shape"], [out_name], name="reshape_out"))
+    graph = helper.make_graph(
+        nodes, "convmatrix_fc", [helper.make_tensor_value_info(in_name, elem, _onnx_dims(in_dims))],
+        [helper.make_tensor_value_info(out_name, elem, _onnx_dims(out_dims))], inits)
+    opset = opset or max(9, min(int(meta.get("opset", 13)), 21))
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="convmatrix")
+    model.ir_version = helper.find_min_ir_version_for(opsets)
+    big = dense_bytes(chain, np.dtype(dtype).itemsize) > 1_800_000_000  # protobuf's 2 GB limit
+    if big:
+        location = data_name or os.path.basename(os.fspath(path)) + ".data"
+        onnx.save(model, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=location, size_threshold=1024)
+    else:
+        onnx.save(model, os.fspath(path))
+
+
+# -- torch ---------------------------------------------------------------------------------
+
+def _module_spec(mlp) -> list:
+    spec = []
+    for m in mlp:
+        name = type(m).__name__
+        if name == "Linear":
+            spec.append(["Linear", {"in_features": m.in_features, "out_features": m.out_features}])
+        elif name == "Unflatten":
+            spec.append(["Unflatten", {"dim": m.dim, "unflattened_size": list(m.unflattened_size)}])
+        elif name == "MaskedActivation":
+            inner = m.activation
+            spec.append(["MaskedActivation", {"kind": type(inner).__name__, "params": _act_params(inner),
+                                              "size": int(m.index.numel())}])
+        else:
+            spec.append([name, _act_params(m)])
+    return spec
+
+
+def _act_params(m) -> dict:
+    from .torch_frontend import ACTIVATIONS
+
+    name = type(m).__name__
+    if name == "PReLU":
+        return {"num_parameters": m.num_parameters}
+    return {k: getattr(m, k) for k in ACTIVATIONS.get(name, ())}
+
+
+def write_pt(chain: Chain, path, *, dtype=None) -> None:
+    """``torch.save`` of ``{"format", "modules", "state_dict", shapes}``: loadable with
+    ``torch.load(path, weights_only=True)`` and rebuilt by :func:`read_pt` (no pickled code)."""
+    import torch
+
+    from .mlp import chain_to_torch
+
+    if chain.meta.get("batched") and chain.output_shape[:1] == (1,):  # ONNX shapes carry the batch axis as 1
+        chain = Chain(chain.layers, chain.input_shape[1:], chain.output_shape[1:] or (1,), chain.meta)
+    mlp = chain_to_torch(chain, dtype or torch.float32, max_bytes=2**62)
+    torch.save({"format": "convmatrix-mlp/1", "modules": _module_spec(mlp), "state_dict": mlp.state_dict(),
+                "input_shape": list(chain.input_shape), "output_shape": list(chain.output_shape)},
+               os.fspath(path))
+
+
+def read_pt(path):
+    """The ``nn.Sequential`` written by :func:`write_pt` (read with ``weights_only=True``)."""
+    import torch
+
+    from .mlp import MaskedActivation
+
+    data = torch.load(os.fspath(path), weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != "convmatrix-mlp/1":
+        raise ValueError(f"{path}: not a convmatrix MLP file (written by convmatrix convert --format pt)")
+    mods = []
+    for name, params in data["modules"]:
+        if name == "MaskedActivation":
+            inner = getattr(torch.nn, params["kind"])(**params["params"])
+            mods.append(MaskedActivation(inner, np.zeros(params["size"], dtype=np.int64)))
+        elif name == "Unflatten":
+            mods.append(torch.nn.Unflatten(params["dim"], tuple(params["unflattened_size"])))
+        else:
+            mods.append(getattr(torch.nn, name)(**params))
+    mlp = torch.nn.Sequential(*mods)
+    sd = data["state_dict"]
+    mlp = mlp.to(next(iter(v.dtype for v in sd.values() if v.dtype.is_floating_point), torch.float32))
+    mlp.load_state_dict(sd)
+    return mlp.eval()
+
+
+# -- NNet ----------------------------------------------------------------------------------
+
+_BIG = 3.4028234663852886e38  # no input clipping: float32's largest value
+
+
+def write_nnet(chain: Chain, path, *, progress=None) -> None:
+    """The NNet text format of ACAS-Xu-style verifiers: ReLU hidden layers, linear output,
+    inputs not normalised (means 0, ranges 1, bounds +-3.4e38)."""
+    check_relu_chain(chain, "NNet")
+    layers = _layers_with_output(chain)
+    for i, layer in enumerate(layers[:-1], 1):
+        if layer.kind != "ReLU":
+            raise ValueError(f"layer {i} has no ReLU: NNet needs a ReLU after every hidden layer")
+    sizes = [layers[0].M.shape[1]] + [layer.M.shape[0] for layer in layers]
+    n_in, n_out = sizes[0], sizes[-1]
+    with open(os.fspath(path), "w") as f:
+        f.write("// Fully connected ReLU network written by convmatrix (exactly the original network)\n")
+        f.write(f"// input shape {list(chain.input_shape)}, output shape {list(chain.output_shape)}\n")
+        f.write(f"{len(layers)},{n_in},{n_out},{max(sizes)},\n")
+        f.write(",".join(map(str, sizes)) + ",\n0,\n")
+        f.write(",".join([repr(-_BIG)] * n_in) + ",\n")
+        f.write(",".join([repr(_BIG)] * n_in) + ",\n")
+        f.write(",".join(["0.0"] * (n_in + 1)) + ",\n")
+        f.write(",".join(["1.0"] * (n_in + 1)) + ",\n")
+        for layer in layers:
+            for row in layer.M.toarray().tolist():  # repr: the shortest text that reads back exactly
+                f.write(",".join(map(repr, row)) + ",\n")
+            f.writelines(f"{v!r},\n" for v in layer.b.tolist())
+            if progress is not None:
+                progress.update(1)
+
+
+def read_nnet(path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(W, b), ...]`` of an NNet file (ReLU between layers, none after the last)."""
+    with open(os.fspath(path)) as f:
+        lines = [ln for ln in f if not ln.startswith("//")]
+    vals = [[float(v) for v in ln.strip().rstrip(",").split(",") if v.strip()] for ln in lines]
+    n_layers = int(vals[0][0])
+    sizes = [int(v) for v in vals[1]]
+    row, out = 7, []
+    for k in range(n_layers):
+        W = np.array(vals[row:row + sizes[k + 1]])
+        row += sizes[k + 1]
+        b = np.array([v[0] for v in vals[row:row + sizes[k + 1]]])
+        row += sizes[k + 1]
+        out.append((W, b))
+    return out
+
+
+# -- npz -----------------------------------------------------------------------------------
+
+def write_npz(chain: Chain, path) -> None:
+    """The chain's sparse layers: ``M{i}_data/indices/indptr/shape``, ``b{i}``, ``act{i}``,
+    ``index{i}`` (masked layers) and the input/output shapes, with ``numpy.savez_compressed``."""
+    arrays = {"input_shape": np.array(chain.input_shape), "output_shape": np.array(chain.output_shape),
+              "layers": np.array(len(chain.layers))}
+    for i, layer in enumerate(chain.layers):
+        M = sp.csr_array(layer.M)
+        arrays.update({f"M{i}_data": M.data, f"M{i}_indices": M.indices, f"M{i}_indptr": M.indptr,
+                       f"M{i}_shape": np.array(M.shape), f"b{i}": layer.b, f"act{i}": np.array(layer.kind or "")})
+        for k, v in (layer.params or {}).items():
+            arrays[f"act{i}_{k}"] = np.asarray(v)
+        if layer.index is not None:
+            arrays[f"index{i}"] = layer.index
+    np.savez_compressed(os.fspath(path), **arrays)
+
+
+def read_npz(path) -> Chain:
+    """The :class:`Chain` written by :func:`write_npz`."""
+    with np.load(os.fspath(path)) as z:
+        layers = []
+        for i in range(int(z["layers"])):
+            M = sp.csr_array((z[f"M{i}_data"], z[f"M{i}_indices"], z[f"M{i}_indptr"]), shape=tuple(z[f"M{i}_shape"]))
+            kind = str(z[f"act{i}"]) or None
+            prefix = f"act{i}_"
+            params = {k[len(prefix):]: (z[k].item() if z[k].ndim == 0 else z[k])
+                      for k in z.files if k.startswith(prefix)}
+            layers.append(Layer(M, z[f"b{i}"], kind, params, z[f"index{i}"] if f"index{i}" in z.files else None))
+        return Chain(layers, tuple(int(d) for d in z["input_shape"]), tuple(int(d) for d in z["output_shape"]), {})
+
+
+def describe_size(chain: Chain) -> str:
+    return f"{format_bytes(dense_bytes(chain))} dense, {format_bytes(sparse_bytes(chain))} sparse"

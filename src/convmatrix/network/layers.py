@@ -1,0 +1,137 @@
+"""The affine maps and pooling windows of single layers, shared by the front ends.
+
+Only NumPy/SciPy here. Convolutions come from :func:`convmatrix.conv_matrix`;
+pooling windows are the rows of the matrix of a ones kernel (again
+``conv_matrix``, one axis at a time, combined by Kronecker products), so no conv
+index arithmetic is written twice. Index-moving layers (reshape, permute, pad,
+concat, slicing) are *gathers*: a front end runs the layer itself on integer codes
+``1..n`` and :func:`gather_matrix` reads the selection matrix off the result.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..matrix import as_weight_array, conv_geometry, conv_matrix
+
+__all__ = [
+    "conv_affine", "linear_affine", "channel_affine", "gather_matrix", "codes",
+    "pool_windows", "adaptive_windows", "avg_pool_affine", "max_pool_groups",
+]
+
+
+def _f64(a) -> np.ndarray:
+    return np.asarray(as_weight_array(a), dtype=np.float64)
+
+
+def conv_affine(weight, bias, input_shape, **conv_kwargs):
+    """``(M, b, output_shape)`` of a convolution: ``M`` from conv_matrix, ``b`` the bias per output neuron."""
+    w = _f64(weight)
+    geom = conv_geometry(w.shape, tuple(input_shape), **conv_kwargs)
+    M = conv_matrix(w, tuple(input_shape), **conv_kwargs)
+    per_channel = prod(geom.output_shape[1:])
+    b = np.zeros(M.shape[0]) if bias is None else np.repeat(_f64(bias).reshape(-1), per_channel)
+    return M, b, tuple(geom.output_shape)
+
+
+def linear_affine(W, bias, input_shape):
+    """A linear layer on the last axis: ``kron(I, W)`` over the leading axes."""
+    W = _f64(W)
+    if W.ndim != 2 or not input_shape or input_shape[-1] != W.shape[1]:
+        raise ValueError(f"a {W.shape[0]}x{W.shape[1] if W.ndim == 2 else '?'} weight cannot act on the last axis "
+                         f"of an input of shape {tuple(input_shape)}")
+    lead = prod(input_shape[:-1])
+    M = sp.kron(sp.identity(lead, format="csr"), sp.csr_array(W), format="csr")
+    b = np.zeros(M.shape[0]) if bias is None else np.tile(np.broadcast_to(_f64(bias).reshape(-1), (W.shape[0],)), lead)
+    return sp.csr_array(M), b, (*input_shape[:-1], W.shape[0])
+
+
+def channel_affine(scale, shift, shape):
+    """``y[c, ...] = scale[c] * x[c, ...] + shift[c]`` (batch norm in eval mode), axis 0 the channels."""
+    per = prod(shape[1:])
+    s = np.repeat(np.broadcast_to(_f64(scale).reshape(-1), (shape[0],)), per)
+    t = np.repeat(np.broadcast_to(_f64(shift).reshape(-1), (shape[0],)), per)
+    return sp.csr_array(sp.diags_array(s, format="csr")), t
+
+
+def codes(shape, offset: int = 0) -> np.ndarray:
+    """``offset+1 .. offset+n`` in the given shape (float64): the probe of a gather."""
+    n = prod(shape)
+    return (np.arange(n, dtype=np.float64) + (offset + 1)).reshape(shape)
+
+
+def gather_matrix(out_codes, n_in: int, what: str = "layer") -> sp.csr_array:
+    """The selection matrix of a gather from the codes it produced.
+
+    ``out_codes`` holds, for every output neuron, ``1 + the input neuron`` it copies
+    or 0 where it holds a constant. Anything else means the layer is not a gather.
+    """
+    c = np.asarray(out_codes, dtype=np.float64).reshape(-1)
+    idx = np.rint(c).astype(np.int64)
+    if not np.array_equal(idx, c) or idx.min(initial=0) < 0 or idx.max(initial=0) > n_in:
+        raise ValueError(f"{what} does not move values without changing them (not a gather)")
+    rows = np.flatnonzero(idx)
+    return sp.csr_array((np.ones(len(rows)), (rows, idx[rows] - 1)), shape=(len(c), n_in))
+
+
+def _axis_window(n, k, stride, dilation, lo, hi, out):
+    """One axis of a pooling layer: 0/1 windows ``(out, n)`` and the count over the padded input.
+
+    The windows are the rows of the ones kernel's matrix on the padded input,
+    extended on the right where ``ceil_mode`` adds a last partial window.
+    """
+    span = dilation * (k - 1) + 1
+    extra = max(0, (out - 1) * stride + span - (n + lo + hi))
+    Mv = conv_matrix(np.ones((1, 1, k)), (1, n + lo + hi + extra), stride=stride, dilation=dilation)
+    Mv = sp.csr_array(Mv[:out])
+    return sp.csr_array(Mv[:, lo:lo + n]), np.asarray(Mv[:, : n + lo + hi].sum(axis=1)).reshape(-1)
+
+
+def pool_windows(input_shape, kernel, stride, dilation, pads_lo, pads_hi, out_spatial):
+    """Windows of a (max or average) pooling layer over ``(C, *spatial)``.
+
+    Returns ``(W, count_padded)``: ``W`` the 0/1 matrix (output neuron x input neuron)
+    of which inputs each output sees, ``count_padded`` how many window positions lie
+    in the zero-padded input (the divisor with ``count_include_pad``).
+    """
+    C, spatial = input_shape[0], input_shape[1:]
+    W, cnt = sp.identity(1, format="csr"), np.ones(1)
+    for ax, n in enumerate(spatial):
+        Wa, ca = _axis_window(n, kernel[ax], stride[ax], dilation[ax], pads_lo[ax], pads_hi[ax], out_spatial[ax])
+        W, cnt = sp.kron(W, Wa, format="csr"), np.kron(cnt, ca)
+    return sp.csr_array(sp.kron(sp.identity(C), W, format="csr")), np.tile(cnt, C)
+
+
+def adaptive_windows(input_shape, out_spatial):
+    """Windows of adaptive pooling: along each axis ``[floor(i*n/o), ceil((i+1)*n/o))``."""
+    C, spatial = input_shape[0], input_shape[1:]
+    W = sp.identity(1, format="csr")
+    for n, o in zip(spatial, out_spatial):
+        i = np.arange(o)
+        start, stop = (i * n) // o, -((-(i + 1) * n) // o)
+        lens = stop - start
+        cols = np.concatenate([np.arange(a, b) for a, b in zip(start, stop)])
+        ptr = np.concatenate([[0], np.cumsum(lens)])
+        W = sp.kron(W, sp.csr_array((np.ones(len(cols)), cols, ptr), shape=(o, n)), format="csr")
+    W = sp.csr_array(sp.kron(sp.identity(C), W, format="csr"))
+    return W, np.diff(W.indptr).astype(np.float64)
+
+
+def avg_pool_affine(W, divisor) -> sp.csr_array:
+    """``diag(1/divisor) @ W``: the average over each window."""
+    return sp.csr_array(sp.diags_array(1.0 / np.asarray(divisor, dtype=np.float64)) @ W)
+
+
+def max_pool_groups(W) -> np.ndarray:
+    """Rows of a window matrix as a rectangular ``(rows, k)`` index array (short rows repeat a member)."""
+    W = sp.csr_array(W)
+    W.sort_indices()
+    lens = np.diff(W.indptr)
+    if lens.min(initial=1) < 1:
+        raise ValueError("a pooling window lies entirely in the padding")
+    k = int(lens.max(initial=1))
+    pos = np.minimum(np.arange(k)[None, :], lens[:, None] - 1)
+    return W.indices[W.indptr[:-1, None] + pos].astype(np.int64)
