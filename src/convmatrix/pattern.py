@@ -260,24 +260,22 @@ class _Block:
     taps: tuple  # the kernel slices that fill a row
 
     @classmethod
-    def of(cls, runs, cg, totals, in_strides, channel_cols, idx_dtype) -> "_Block":
+    def of(cls, runs, cols, moves, cg, totals, channel_cols) -> "_Block":
+        """``cols[ax]``: a run's input columns at j = 0; ``moves[ax]``: its column shift per j."""
         nd = len(runs)
         counts = [len(r.taps) for r in runs]
         # Row offsets in one channel (see ptr): cg * sum over axes of
         # prod(counts before) * cum_axis * prod(totals after): affine in every j.
         before = tuple(prod(counts[:ax]) * prod(totals[ax + 1 :]) * cg for ax in range(nd))
         # Columns of the first row: channel, then the input position along every axis.
-        col = channel_cols.reshape((-1,) + (1,) * nd)
-        for ax, r in enumerate(runs):
-            col = col + (r.i * in_strides[ax]).reshape((-1,) + (1,) * (nd - 1 - ax))
-        rest = col.reshape(-1)
-        for ax in range(nd - 1, 0, -1):
-            rest = np.add.outer(np.arange(runs[ax].count) * (runs[ax].di * in_strides[ax]), rest)
-        return cls(
-            tuple(runs), cg * prod(counts), before, tuple(b * r.dc for b, r in zip(before, runs)),
-            (np.arange(runs[0].count) * (runs[0].di * in_strides[0])).astype(idx_dtype),
-            rest.astype(idx_dtype), tuple(r.tap_slice for r in runs),
-        )
+        rest = channel_cols
+        for c in cols:
+            rest = np.add.outer(rest, c)
+        rest = rest.ravel()
+        for m in moves[:0:-1]:
+            rest = np.add.outer(m, rest)
+        return cls(tuple(runs), cg * prod(counts), before, tuple(b * r.dc for b, r in zip(before, runs)),
+                   moves[0], rest, tuple(r.tap_slice for r in runs))
 
 
 def _strided(out: np.ndarray, base: int, shape, steps) -> np.ndarray:
@@ -509,9 +507,14 @@ class TapPattern:
             geom = self.geometry
             totals = [int(c.sum()) for c in self.axis_counts]
             in_strides = [prod(geom.input_size[ax + 1 :]) for ax in range(geom.ndim)]
-            channel_cols = np.arange(geom.in_per_group, dtype=np.int64) * prod(geom.input_size)
+            channel_cols = (np.arange(geom.in_per_group) * prod(geom.input_size)).astype(idx_dtype)
+            # Per run (not per product of runs): its columns at j = 0 and its shift per j.
+            cols = [{id(r): (r.i * st).astype(idx_dtype) for r in runs} for runs, st in zip(self.runs, in_strides)]
+            moves = [{id(r): (np.arange(r.count) * (r.di * st)).astype(idx_dtype) for r in runs}
+                     for runs, st in zip(self.runs, in_strides)]
             self._block_cache[idx_dtype] = [
-                _Block.of(runs, geom.in_per_group, totals, in_strides, channel_cols, idx_dtype)
+                _Block.of(runs, [c[id(r)] for c, r in zip(cols, runs)], [m[id(r)] for m, r in zip(moves, runs)],
+                          geom.in_per_group, totals, channel_cols)
                 for runs in itertools.product(*self.runs)
             ]
         return self._block_cache[idx_dtype]
@@ -546,7 +549,7 @@ class TapPattern:
                     continue
                 # The taps of a run are an arithmetic progression: slice the weights, no gather.
                 vals = w[kernel + blk.taps].reshape(nu, *(1,) * len(j), blk.width)
-                if len(j) > 1 and blk.width < 64 and nu * shape[-2] * blk.width <= 1 << 20:
+                if len(j) > 1 and shape[-2] > 1 and blk.width < 64 and nu * shape[-2] * blk.width <= 1 << 20:
                     # Short rows: repeat them along the last axis so NumPy copies long lines.
                     vals = np.broadcast_to(vals, (*vals.shape[:-2], shape[-2], blk.width)).copy()
                 _strided(data, base, shape, steps)[...] = vals
