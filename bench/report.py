@@ -161,6 +161,17 @@ def target_section(results: list[BuildResult]) -> list[str]:
     return lines + [""]
 
 
+GAPS = (
+    "What limits the missed targets: sparse-convolution's own case is a small matrix (13 MB), where "
+    "about half of our time is the kernel zeroing fresh pages for the result and about 1.5 ms is Python "
+    "overhead over the 81 blocks that a 5x5 kernel with full padding makes (9 runs per axis), so that ratio "
+    "moves around 10x from run to run (8.6x to 11.2x in our runs). Both cores: on this shared 2-core "
+    "machine other jobs hold the second core, so two threads measure like one; and layers whose rows are "
+    "short (depthwise: 9 entries a row) or interleaved (transposed with stride 2: a block fills every other "
+    "row) cost 2-3x the copy on one core, as NumPy then loops over short lines."
+)
+
+
 def readme_section(info: dict, command: str, builds, products) -> str:
     """The README's benchmark section (docs/readme/bench.md), from one run's results."""
     stat = "best" if harness.STAT == "best" else "median"
@@ -189,6 +200,7 @@ def readme_section(info: dict, command: str, builds, products) -> str:
         "",
     ]
     lines += target_section(builds)[2:]
+    lines += [GAPS, ""]
     lines += ["### Building"] + build_section(builds)[1:]
     lines += ["### Against the anchors"] + anchor_section(builds)[1:]
     lines += (["### Using the matrix"] + matmul_section(products)[1:]) if products else []

@@ -8,9 +8,9 @@ to ``bench/results/latest.md``.
 Examples:
     python bench/run.py --quick                 # small sizes, under a minute
     python bench/run.py                         # the full run (minutes; ~2 GB of memory)
-    python bench/run.py --cases 64->64 jacrev   # only layers whose name contains these
+    python bench/run.py --cases "64->64" 1-D    # only layers whose name contains these
     python bench/run.py --list                  # the layers, and what is installed
-    python bench/run.py --readme docs/readme/bench.md   # also write the README section
+    python bench/run.py --stat best --readme docs/readme/bench.md   # the README section
 """
 
 from __future__ import annotations
