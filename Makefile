@@ -35,9 +35,12 @@ demo: $(STAMP)
 test: $(STAMP) chromium
 	$(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider
 
+# The anchors are optional: one that cannot be installed is reported as missing.
+# `make bench BENCH_ARGS=--quick` for the small run; see `python bench/run.py --help`.
 bench: $(STAMP)
-	$(PIP) install -q -e ".[bench]" || echo "some bench anchors could not be installed; they will be reported as missing"
-	$(PY) bench/run.py
+	$(PIP) install -q -e ".[bench]" || for p in pylops ptwt sparse-convolution; do \
+	  $(PIP) install -q $$p || echo "$$p could not be installed; it will be reported as missing"; done
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

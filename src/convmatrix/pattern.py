@@ -24,6 +24,7 @@ replicate and circular padding; then values are summed with ``np.add.reduceat``.
 
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,7 +63,9 @@ def axis_taps(geom: ConvGeometry, axis: int) -> tuple[np.ndarray, np.ndarray, np
     k, s, d = geom.kernel_size[axis], geom.stride[axis], geom.dilation[axis]
     lo = geom.padding[axis][0]
     o = np.repeat(np.arange(n_out, dtype=np.int64), k)
-    t = np.tile(np.arange(k, dtype=np.int64), n_out)
+    # Transposed layers read input positions that fall as the tap grows: listing taps
+    # backwards there leaves zero padding already sorted by (o, i, t).
+    t = np.tile(np.arange(k, dtype=np.int64)[:: -1 if geom.transposed else 1], n_out)
     if geom.transposed:
         num = o + lo - t * d
         i, rem = np.divmod(num, s)
@@ -81,8 +84,16 @@ def axis_taps(geom: ConvGeometry, axis: int) -> tuple[np.ndarray, np.ndarray, np
             i, keep = np.mod(q, n), None
     if keep is not None:
         o, i, t = o[keep], i[keep], t[keep]
-    order = np.lexsort((t, i, o))
-    return o[order], i[order], t[order]
+    if not _sorted(o, i, t):
+        order = np.lexsort((t, i, o))
+        o, i, t = o[order], i[order], t[order]
+    return o, i, t
+
+
+def _sorted(o: np.ndarray, i: np.ndarray, t: np.ndarray) -> bool:
+    """Whether the triples are sorted by (o, i, t) (cheaper than sorting again)."""
+    do, di, dt = np.diff(o), np.diff(i), np.diff(t)
+    return bool(np.all((do > 0) | ((do == 0) & ((di > 0) | ((di == 0) & (dt >= 0))))))
 
 
 @dataclass(frozen=True)
@@ -166,16 +177,180 @@ def row_counts(geom: ConvGeometry) -> np.ndarray:
     return counts.reshape(-1)
 
 
-class TapPattern:
-    """The tap pattern of one geometry: a template for one output channel.
+@dataclass(frozen=True)
+class _Run:
+    """Output positions ``a + j*step`` (``j < count``) of one axis that read the same taps.
 
-    Use :func:`tap_pattern` (cached) rather than the constructor.
+    Along such a run the input position of every tap moves by ``di`` per step and
+    the number of entries before the position (per unit of the other axes) by
+    ``dc``, so the run's rows form a strided block of the CSR arrays.
+    """
+
+    a: int
+    step: int
+    count: int
+    taps: np.ndarray  # the taps read, in increasing input position
+    i: np.ndarray  # their input positions at j = 0
+    di: int
+    cum: int  # entries before position a along this axis
+    dc: int
+    tap_slice: slice  # the taps (an arithmetic progression) as a slice of the kernel axis
+
+
+def _axis_runs(geom: ConvGeometry, axis: int) -> tuple[list[_Run], np.ndarray]:
+    """Zero padding only: the runs of one axis, and its entry count per output position.
+
+    Every (output position, tap) pair reads at most one input position, so no
+    entry folds taps; ordering the taps by input position orders the columns.
+    """
+    o, i, t = axis_taps(geom, axis)
+    n_out, k = geom.output_size[axis], geom.kernel_size[axis]
+    counts = np.bincount(o, minlength=n_out)
+    cum = np.zeros(n_out + 1, dtype=np.int64)
+    np.cumsum(counts, out=cum[1:])
+    reads = np.zeros((n_out, k), dtype=bool)
+    reads[o, t] = True
+    # Input position of each position's first tap (positions that read nothing: unused).
+    first_i = i[np.minimum(cum[:-1], len(i) - 1)] if len(i) else np.zeros(n_out, dtype=np.int64)
+    # Transposed layers read taps by residue of the position modulo the stride:
+    # runs step through one residue class at a time.
+    period = geom.stride[axis] if geom.transposed else 1
+    runs: list[_Run] = []
+    for r in range(min(period, n_out)):
+        ps = np.arange(r, n_out, period)
+        same = np.all(reads[ps[1:]] == reads[ps[:-1]], axis=1)  # pair (j-1, j) reads the same taps
+        step = np.stack([np.diff(first_i[ps]), np.diff(cum[ps])], axis=1)
+        # A run starts where the taps change, or where the step from the previous position
+        # changes (the input position and the entry offset must be affine along a run; the
+        # step of every tap equals that of the first, as all read the same taps).
+        start = np.ones(len(ps), dtype=bool)
+        start[1:] = ~same
+        start[2:] |= same[:-1] & same[1:] & np.any(step[1:] != step[:-1], axis=1)
+        bounds = np.append(np.flatnonzero(start), len(ps))
+        for ja, jb in zip(bounds[:-1], bounds[1:]):
+            a = int(ps[ja])
+            if counts[a] == 0:  # positions that read nothing store nothing
+                continue
+            di, dc = (int(x) for x in step[ja]) if jb - ja > 1 else (0, 0)
+            taps = t[cum[a] : cum[a + 1]]
+            runs.append(_Run(a, period, int(jb - ja), taps, i[cum[a] : cum[a + 1]], di, int(cum[a]), dc,
+                             _as_slice(taps)))
+    return runs, counts
+
+
+def _as_slice(taps: np.ndarray) -> slice:
+    """An arithmetic progression of taps as a slice (``taps`` is never empty)."""
+    first, step = int(taps[0]), int(taps[1] - taps[0]) if len(taps) > 1 else 1
+    last = first + (len(taps) - 1) * step
+    assert np.array_equal(taps, np.arange(first, last + step, step)), taps
+    return slice(first, None if last + step < 0 else last + step, step)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One product of runs (one per axis): rows of equal width whose entries
+    and columns are affine in the run indices ``j`` of every axis."""
+
+    runs: tuple
+    width: int  # entries per row
+    before: tuple  # entries before a row, per unit of cum along each axis
+    steps: tuple  # entries between rows one j apart, along each axis
+    move0: np.ndarray  # (count_0,) column shift along the first axis
+    rest: np.ndarray  # (count_1, ..., count_last, width) columns, less the first axis' shift
+    taps: tuple  # the kernel slices that fill a row
+
+    @classmethod
+    def of(cls, runs, cols, moves, cg, totals, channel_cols) -> "_Block":
+        """``cols[ax]``: a run's input columns at j = 0; ``moves[ax]``: its column shift per j."""
+        nd = len(runs)
+        counts = [len(r.taps) for r in runs]
+        # Row offsets in one channel (see ptr): cg * sum over axes of
+        # prod(counts before) * cum_axis * prod(totals after): affine in every j.
+        before = tuple(prod(counts[:ax]) * prod(totals[ax + 1 :]) * cg for ax in range(nd))
+        # Columns of the first row: channel, then the input position along every axis.
+        rest = channel_cols
+        for c in cols:
+            rest = np.add.outer(rest, c)
+        rest = rest.ravel()
+        for m in moves[:0:-1]:
+            rest = np.add.outer(m, rest)
+        return cls(tuple(runs), cg * prod(counts), before, tuple(b * r.dc for b, r in zip(before, runs)),
+                   moves[0], rest, tuple(r.tap_slice for r in runs))
+
+
+def _strided(out: np.ndarray, base: int, shape, steps) -> np.ndarray:
+    """A writeable strided view of ``out`` starting at element ``base`` (steps in elements)."""
+    last = base + sum((n - 1) * st for n, st in zip(shape, steps))
+    assert 0 <= base and last < len(out), (base, last, len(out))  # never write outside
+    return np.ndarray(shape, out.dtype, out, base * out.itemsize, [st * out.itemsize for st in steps])
+
+
+def _boxes(a: int, b: int, shape: tuple[int, ...]) -> list[list[tuple[int, int]]]:
+    """Split the C-order flat range ``[a, b)`` of an array of ``shape`` into boxes.
+
+    >>> _boxes(3, 9, (3, 4))
+    [[(0, 1), (3, 4)], [(1, 2), (0, 4)], [(2, 3), (0, 1)]]
+    """
+    if a >= b:
+        return []
+    if len(shape) == 1:
+        return [[(a, b)]]
+    inner = prod(shape[1:])
+    (qa, ra), (qb, rb) = divmod(a, inner), divmod(b, inner)
+    if qa == qb:
+        return [[(qa, qa + 1)] + box for box in _boxes(ra, rb, shape[1:])]
+    out = []
+    if ra:
+        out += [[(qa, qa + 1)] + box for box in _boxes(ra, inner, shape[1:])]
+        qa += 1
+    if qb > qa:
+        out.append([(qa, qb)] + [(0, n) for n in shape[1:]])
+    if rb:
+        out += [[(qb, qb + 1)] + box for box in _boxes(0, rb, shape[1:])]
+    return out
+
+
+class TapPattern:
+    """The tap pattern of one geometry: where every output channel's entries go.
+
+    Use :func:`tap_pattern` (cached) rather than the constructor. ``ptr`` and
+    ``row_counts`` give the entries of one output channel per spatial output
+    position; every output channel has the same, shifted by its group's columns.
+
+    Zero padding (and transposed layers) never fold taps: then the matrix is
+    written run block by run block (:class:`_Run`), each block one strided
+    NumPy assignment for all output channels at once, with no per-entry
+    template. Reflect, replicate and circular padding use a per-channel
+    template (``col``, ``tap_ptr``, ``tap``) and sum folded taps.
     """
 
     def __init__(self, geom: ConvGeometry):
         self.geometry = geom
+        self.n_positions = prod(geom.output_size)  # rows per output channel
+        self.group_cols = geom.in_per_group * prod(geom.input_size)  # column offset between groups
+        self.shape = geom.matrix_shape
+        no_padding = all(lo == hi == 0 for lo, hi in geom.padding)
+        self.folded = False
+        self._col = self._taps = None
+        if geom.transposed or geom.padding_mode == "zeros" or no_padding:
+            axes = [_axis_runs(geom, ax) for ax in range(geom.ndim)]
+            self.runs = [r for r, _ in axes]
+            self.axis_counts = [c for _, c in axes]
+            counts = np.full(1, geom.in_per_group, dtype=np.int64)
+            for c in self.axis_counts:
+                counts = np.multiply.outer(counts, c).ravel()
+            self.row_counts = counts
+            self.ptr = np.zeros(self.n_positions + 1, dtype=np.int64)
+            np.cumsum(counts, out=self.ptr[1:])
+            self._block_cache: dict = {}
+        else:
+            self.runs = None
+            self._build_template(geom)
+        self.nnz = geom.out_channels * int(self.ptr[-1])
+
+    def _build_template(self, geom: ConvGeometry) -> None:
         cg = geom.in_per_group
-        channels = _Ragged(
+        tmpl = _Ragged(
             ptr=np.array([0, cg], dtype=np.int64),
             col=np.arange(cg, dtype=np.int64),
             tap_ptr=np.arange(cg + 1, dtype=np.int64),
@@ -183,20 +358,36 @@ class TapPattern:
             n_cols=1,
             n_taps=1,
         )
-        tmpl = channels
         for ax in range(geom.ndim):
             tmpl = tmpl * _axis_ragged(geom, ax)
-        self.n_positions = prod(geom.output_size)  # rows per output channel
-        self.group_cols = cg * prod(geom.input_size)  # column offset between groups
-        self.ptr = tmpl.ptr
-        self.col = tmpl.col
-        self.tap_ptr = tmpl.tap_ptr
-        self.tap = tmpl.tap
+        self.ptr, self._col, self._taps = tmpl.ptr, tmpl.col, (tmpl.tap_ptr, tmpl.tap)
         self.row_counts = np.diff(self.ptr)
-        self.folded = len(self.tap) > len(self.col)
-        self.nnz = geom.out_channels * len(self.col)
-        self.shape = geom.matrix_shape
+        self.folded = len(tmpl.tap) > len(tmpl.col)
         self._cols_cache: dict = {}
+
+    # The template of output channel 0: the folded path builds it, the run path
+    # derives it on first use (it is as large as one channel of the matrix).
+    @property
+    def col(self) -> np.ndarray:
+        """Column of every entry of output channel 0 (group 0), int64."""
+        if self._col is None:
+            self._col = self.fill(None, 0, self.n_positions, workers=1)[1].astype(np.int64)
+        return self._col
+
+    @property
+    def tap_ptr(self) -> np.ndarray:
+        """Entry e of channel 0 sums the taps ``tap[tap_ptr[e]:tap_ptr[e+1]]``."""
+        return self._channel_taps()[0]
+
+    @property
+    def tap(self) -> np.ndarray:
+        """Taps of channel 0's entries, as flat indices into its slab."""
+        return self._channel_taps()[1]
+
+    def _channel_taps(self):
+        if self._taps is None:
+            self._taps = self.entry_taps(0, self.n_positions)
+        return self._taps
 
     # ------------------------------------------------------------------ helpers
     def _cols(self, dtype) -> np.ndarray:
@@ -220,16 +411,33 @@ class TapPattern:
             if ob > oa:
                 yield u, oa, ob
 
+    def _offset(self, row: int) -> int:
+        """Stored entries before matrix row ``row``."""
+        p = max(self.n_positions, 1)
+        return (row // p) * int(self.ptr[-1]) + int(self.ptr[row % p]) if row < self.shape[0] else self.nnz
+
     def indptr(self, start: int, stop: int, dtype) -> np.ndarray:
-        """CSR row pointer of rows ``[start, stop)``."""
-        rows = np.arange(start, stop, dtype=np.int64) % max(self.n_positions, 1)
-        out = np.zeros(stop - start + 1, dtype=dtype)
-        np.cumsum(self.row_counts[rows], out=out[1:])
+        """CSR row pointer of rows ``[start, stop)``: ``ptr`` shifted per output channel."""
+        p, per, origin = self.n_positions, int(self.ptr[-1]), self._offset(start)
+        out = np.empty(stop - start + 1, dtype=dtype)
+        i, r = 0, start
+        while r < stop:  # a partial channel, whole channels, a partial channel
+            u, oa = divmod(r, p)
+            if oa == 0 and stop - r >= p:
+                nu = (stop - r) // p
+                shifts = np.arange(u, u + nu, dtype=np.int64) * per - origin
+                np.add.outer(shifts, self.ptr[:-1], out=out[i : i + nu * p].reshape(nu, p), casting="same_kind")
+                n = nu * p
+            else:
+                n = min(p - oa, stop - r)
+                np.add(self.ptr[oa : oa + n], u * per - origin, out=out[i : i + n], casting="same_kind")
+            i, r = i + n, r + n
+        out[-1] = self._offset(stop) - origin
         return out
 
     def nnz_rows(self, start: int, stop: int) -> int:
         start, stop = self._check_rows(start, stop)
-        return sum(int(self.ptr[ob] - self.ptr[oa]) for _, oa, ob in self._segments(start, stop))
+        return self._offset(stop) - self._offset(start) if stop > start else 0
 
     # --------------------------------------------------------------------- fill
     def fill(self, slabs: np.ndarray | None, start: int = 0, stop: int | None = None, *, workers: int | None = None):
@@ -239,6 +447,7 @@ class TapPattern:
         is the weight that output channel u applies to its group's input.
         Returns ``(data, indices, indptr)`` with int32 indices while they fit
         (``data`` is None when ``slabs`` is None: the structure only).
+        ``workers`` threads fill disjoint row ranges (default: 1 below 4M entries).
         """
         stop = self.shape[0] if stop is None else stop
         start, stop = self._check_rows(start, stop)
@@ -247,18 +456,31 @@ class TapPattern:
         indptr = self.indptr(start, stop, idx_dtype)
         indices = np.empty(nnz, dtype=idx_dtype)
         data = None if slabs is None else np.empty(nnz, dtype=slabs.dtype)
-        cols = self._cols(idx_dtype)
-        cout_g = self.geometry.out_per_group
-        p = self.n_positions
+        origin = self._offset(start)
+        write = self._write_folded if self.runs is None else self._write_runs
 
-        def one(seg):
-            u, oa, ob = seg
+        workers = _default_workers(nnz) if workers is None else workers
+        if workers > 1 and stop - start > 1:
+            # Row ranges with about equal entries; each thread writes its own slice.
+            cuts = np.searchsorted(indptr, np.linspace(0, nnz, workers + 1)[1:-1]) + start
+            bounds = [start, *sorted(set(int(c) for c in cuts) - {start, stop}), stop]
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda ab: write(slabs, data, indices, ab[0], ab[1], origin), zip(bounds, bounds[1:])))
+        else:
+            write(slabs, data, indices, start, stop, origin)
+        return data, indices, indptr
+
+    def _write_folded(self, slabs, data, indices, start, stop, origin):
+        """Rows [start, stop) from the per-channel template (sums folded taps)."""
+        cols = self._cols(indices.dtype)
+        cout_g = self.geometry.out_per_group
+        for u, oa, ob in self._segments(start, stop):
             ea, eb = int(self.ptr[oa]), int(self.ptr[ob])
-            base = int(indptr[u * p + oa - start])
+            base = self._offset(u * self.n_positions + oa) - origin
             dst = slice(base, base + eb - ea)
-            np.add(cols[ea:eb], (u // cout_g) * self.group_cols, out=indices[dst], dtype=idx_dtype)
+            np.add(cols[ea:eb], (u // cout_g) * self.group_cols, out=indices[dst], dtype=indices.dtype)
             if data is None:
-                return
+                continue
             if not self.folded:
                 np.take(slabs[u], self.tap[ea:eb], out=data[dst])
             elif eb > ea:
@@ -266,15 +488,71 @@ class TapPattern:
                 vals = np.take(slabs[u], self.tap[ta:tb])
                 np.add.reduceat(vals, self.tap_ptr[ea:eb] - ta, out=data[dst])
 
-        segments = list(self._segments(start, stop))
-        workers = _default_workers(nnz) if workers is None else workers
-        if workers > 1 and len(segments) > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(one, segments))
-        else:
-            for seg in segments:
-                one(seg)
-        return data, indices, indptr
+    def _pieces(self, start: int, stop: int):
+        """Rows [start, stop) as (first channel, channel count, box of output positions)."""
+        p = self.n_positions
+        full_a, full_b = -(-start // p), stop // p
+        if full_a > full_b:  # inside one channel
+            return [(start // p, 1, box) for box in _boxes(start % p, stop % p or p, self.geometry.output_size)]
+        everything = [(0, n) for n in self.geometry.output_size]
+        pieces = [(full_a - 1, 1, box) for box in _boxes(start % p, p, self.geometry.output_size)] if start % p else []
+        if full_b > full_a:
+            pieces.append((full_a, full_b - full_a, everything))
+        pieces += [(full_b, 1, box) for box in _boxes(0, stop % p, self.geometry.output_size)]
+        return pieces
+
+    def _blocks(self, idx_dtype) -> list["_Block"]:
+        """The weight-independent part of every product of runs (cached per index dtype)."""
+        if idx_dtype not in self._block_cache:
+            geom = self.geometry
+            totals = [int(c.sum()) for c in self.axis_counts]
+            in_strides = [prod(geom.input_size[ax + 1 :]) for ax in range(geom.ndim)]
+            channel_cols = (np.arange(geom.in_per_group) * prod(geom.input_size)).astype(idx_dtype)
+            # Per run (not per product of runs): its columns at j = 0 and its shift per j.
+            cols = [{id(r): (r.i * st).astype(idx_dtype) for r in runs} for runs, st in zip(self.runs, in_strides)]
+            moves = [{id(r): (np.arange(r.count) * (r.di * st)).astype(idx_dtype) for r in runs}
+                     for runs, st in zip(self.runs, in_strides)]
+            self._block_cache[idx_dtype] = [
+                _Block.of(runs, [c[id(r)] for c, r in zip(cols, runs)], [m[id(r)] for m, r in zip(moves, runs)],
+                          geom.in_per_group, totals, channel_cols)
+                for runs in itertools.product(*self.runs)
+            ]
+        return self._block_cache[idx_dtype]
+
+    def _write_runs(self, slabs, data, indices, start, stop, origin):
+        """Rows [start, stop): per channel range and box of positions, one strided
+        assignment of indices and one of values per product of runs."""
+        geom = self.geometry
+        if self.n_positions == 0:
+            return
+        per = int(self.ptr[-1])
+        kernel = (slice(None), slice(None))
+        blocks = self._blocks(indices.dtype)
+        for u0, nu, box in self._pieces(start, stop):
+            shift = ((np.arange(u0, u0 + nu) // geom.out_per_group) * self.group_cols).astype(indices.dtype)
+            if data is not None:
+                w = slabs[u0 : u0 + nu].reshape((nu, geom.in_per_group, *geom.kernel_size))
+            for blk in blocks:
+                # Clip every run to the box: j in [jlo, jhi).
+                j = [(max(0, -(-(lo - r.a) // r.step)), min(r.count, -(-(hi - r.a) // r.step)))
+                     for r, (lo, hi) in zip(blk.runs, box)]
+                if any(jhi <= jlo for jlo, jhi in j):
+                    continue
+                base = u0 * per - origin + sum(b * (r.cum + jlo * r.dc) for b, r, (jlo, _) in zip(blk.before, blk.runs, j))
+                shape = (nu, *(jhi - jlo for jlo, jhi in j), blk.width)
+                steps = (per, *blk.steps, 1)
+                lead = np.add.outer(shift, blk.move0[j[0][0] : j[0][1]])
+                rest = blk.rest[tuple(slice(*jj) for jj in j[1:])]
+                np.add(lead.reshape(lead.shape + (1,) * len(j)), rest[None, None],
+                       out=_strided(indices, base, shape, steps))
+                if data is None:
+                    continue
+                # The taps of a run are an arithmetic progression: slice the weights, no gather.
+                vals = w[kernel + blk.taps].reshape(nu, *(1,) * len(j), blk.width)
+                if len(j) > 1 and shape[-2] > 1 and blk.width < 64 and nu * shape[-2] * blk.width <= 1 << 20:
+                    # Short rows: repeat them along the last axis so NumPy copies long lines.
+                    vals = np.broadcast_to(vals, (*vals.shape[:-2], shape[-2], blk.width)).copy()
+                _strided(data, base, shape, steps)[...] = vals
 
     def entry_taps(self, start: int = 0, stop: int | None = None):
         """For every stored entry of rows ``[start, stop)``, the taps summed into it.
@@ -284,6 +562,11 @@ class TapPattern:
         """
         stop = self.shape[0] if stop is None else stop
         start, stop = self._check_rows(start, stop)
+        if self.runs is not None:  # one tap per entry: fill with the slab's own flat indices
+            g = self.geometry
+            flat = np.arange(g.out_channels * g.in_per_group * g.kernel_numel, dtype=np.int64)
+            taps, _, _ = self.fill(flat.reshape(g.out_channels, -1), start, stop, workers=1)
+            return np.arange(len(taps) + 1, dtype=np.int64), taps
         slab = self.tap_ptr.dtype.type(self.geometry.in_per_group * self.geometry.kernel_numel)
         ptrs, taps, offset = [np.zeros(1, dtype=np.int64)], [], 0
         for u, oa, ob in self._segments(start, stop):
@@ -296,9 +579,12 @@ class TapPattern:
 
 
 def _default_workers(nnz: int) -> int:
+    """Threads for a fill: 1 below 4M entries (threads do not pay there), else one
+    per core, at most 8 or ``$CONVMATRIX_THREADS`` (e.g. 1 on a shared machine)."""
     if nnz < 4_000_000:
         return 1
-    return max(1, min(os.cpu_count() or 1, 8))
+    cap = os.environ.get("CONVMATRIX_THREADS", "").strip()
+    return max(1, min(os.cpu_count() or 1, 8, int(cap) if cap else 8))
 
 
 @lru_cache(maxsize=16)
