@@ -333,8 +333,11 @@ def _pool_conv(m, in_shape):
     return avg_pool_weight(k, nd), dict(stride=m.stride if m.stride else k, padding=m.padding)
 
 
-def lipschitz(model, input_shape) -> LipschitzReport:
+def lipschitz(model, input_shape=None) -> LipschitzReport:
     """An upper bound on the Lipschitz constant (2-norm) of a torch network, with a per-layer table.
+
+    An ONNX file (path or ``onnx.ModelProto``) is read with :func:`convmatrix.network.load`
+    and bounded on its graph (:func:`convmatrix.lipschitz_graph.graph_lipschitz`).
 
     ``model``: an ``nn.Sequential`` or any module ``torch.fx`` can trace, built from
     convolutions (any padding mode, transposed), linear layers, batch norm (eval),
@@ -351,10 +354,17 @@ def lipschitz(model, input_shape) -> LipschitzReport:
     >>> lipschitz(net, (3,)).bound
     0.5
     """
+    import os
+
+    if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "ModelProto":
+        from .lipschitz_graph import graph_lipschitz
+        from .network import load
+
+        return graph_lipschitz(load(model, input_shape))
     import torch
 
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(f"model must be a torch.nn.Module or an ONNX file, got {type(model).__name__}")
     input_shape = tuple(int(v) for v in input_shape)
     was_training = model.training
     model.eval()

@@ -21,6 +21,7 @@ COMMANDS = [
     "build",
     "convert",
     "spectrum",
+    "lipschitz",
 ]
 
 EPILOG = """\
@@ -30,6 +31,7 @@ examples:
   convmatrix convert model.onnx -o mlp.onnx
   convmatrix build 64x64x3x3 64x224x224 --padding 1 --out conv.zarr --block-bytes 512MB
   convmatrix spectrum 64x64x3x3 64x32x32 --padding 1 --padding-mode circular
+  convmatrix lipschitz model.onnx
 run 'convmatrix COMMAND --help' for the options and examples of each command.
 """
 
