@@ -173,7 +173,7 @@ GAPS = (
 
 
 def readme_section(info: dict, command: str, builds, products) -> str:
-    """The README's benchmark section (docs/readme/bench.md), from one run's results."""
+    """The README's benchmark section, from one run's results."""
     stat = "best" if harness.STAT == "best" else "median"
     lines = [
         "## Benchmarks",
@@ -194,7 +194,7 @@ def readme_section(info: dict, command: str, builds, products) -> str:
         f"other jobs and was noisy (1-min load average {info['load average (1 min)']} at the end): every ratio "
         f"compares contenders timed interleaved in the same run, and the tables quote the {stat} of the "
         "repeats. Regenerate this section with that command (or "
-        "`make bench BENCH_ARGS=\"--stat best --readme docs/readme/bench.md\"`).",
+        "`make bench BENCH_ARGS=\"--stat best --readme README.md\"`).",
         "",
         "### Targets",
         "",
@@ -205,3 +205,21 @@ def readme_section(info: dict, command: str, builds, products) -> str:
     lines += ["### Against the anchors"] + anchor_section(builds)[1:]
     lines += (["### Using the matrix"] + matmul_section(products)[1:]) if products else []
     return "\n".join(lines)
+
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def write_readme_section(path: str, section: str) -> None:
+    """Put ``section`` between the START and END markers of ``path`` (the whole file if it has none)."""
+    try:
+        text = open(path).read()
+    except FileNotFoundError:
+        text = ""
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = f"{head}{START}\n{section}\n{END}{rest.split(END, 1)[1]}"
+    else:
+        text = section + "\n"
+    with open(path, "w") as f:
+        f.write(text)

@@ -10,7 +10,7 @@ Examples:
     python bench/run.py                         # the full run (minutes; ~2 GB of memory)
     python bench/run.py --cases "64->64" 1-D    # only layers whose name contains these
     python bench/run.py --list                  # the layers, and what is installed
-    python bench/run.py --stat best --readme docs/readme/bench.md   # the README section
+    python bench/run.py --stat best --readme README.md   # rewrite the README's benchmark section
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def parse_args(argv=None):
                    help="largest dense anchor result in GB (default: per layer, 0.1 and 1.2 for jacrev's "
                         "16->16 3x3 layer on 32x32)")
     p.add_argument("--output", default=os.path.join(HERE, "results", "latest.md"), help="report file")
-    p.add_argument("--readme", metavar="PATH", help="also write the README section (docs/readme/bench.md)")
+    p.add_argument("--readme", metavar="PATH", help="also write the README's benchmark section into PATH "
+                   "(between its bench:start / bench:end markers, or the whole file if it has none)")
     p.add_argument("--list", action="store_true", help="list the layers and anchors, run nothing")
     return p.parse_args(argv)
 
@@ -103,8 +104,7 @@ def main(argv=None) -> int:
         f.write(text + "\n")
     log(f"report written to {args.output}")
     if args.readme:
-        with open(args.readme, "w") as f:
-            f.write(report.readme_section(info, command.strip(), builds, products) + "\n")
+        report.write_readme_section(args.readme, report.readme_section(info, command.strip(), builds, products))
         log(f"README section written to {args.readme}")
     return 0
 
