@@ -25,7 +25,6 @@ class Case:
 
 
 def _signal(name, n, k, mode, note=""):
-    nd = len(n)
     pad = tuple(kk - 1 for kk in k) if mode == "full" else tuple(kk // 2 for kk in k)
     return Case(name, (1, 1, *k), (1, *n), {"padding": pad}, signal=mode, note=note)
 

@@ -6,11 +6,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import convmatrix
-from test_symbolic import CONTRACT_SEED, parse_text, seed_matrix
+from test_symbolic import CONTRACT_SEED, seed_matrix
 
 
 def cli(*args, cwd=None):

@@ -25,8 +25,6 @@ __version__ = "0.1.0"
 
 # Public names defined in modules that pull optional dependencies, loaded on first access.
 _LAZY = {
-    "symbolic": ".symbolic",
-    "SymbolicMatrix": ".symbolic",
     "neuron": ".neurons",
     "feeds": ".neurons",
     "receptive_field": ".receptive",
@@ -34,7 +32,6 @@ _LAZY = {
     "plot_matrix": ".plot",
     "plot_neuron": ".plot",
     "plot_receptive_field": ".plot",
-    "operator": ".operator",
     "from_module": ".modules",
     "to_linear": ".modules",
     "SparseConvLinear": ".modules",
@@ -58,7 +55,7 @@ _LAZY = {
 
 __all__ = [
     "ConvGeometry", "conv_matrix", "conv_matrix_rows", "conv_matrix_channels", "conv_matrix_blocks",
-    "convolution_matrix", "convmtx", "convmtx2", *_LAZY,
+    "convolution_matrix", "convmtx", "convmtx2", "operator", "symbolic", "SymbolicMatrix", *_LAZY,
 ]
 
 

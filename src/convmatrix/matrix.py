@@ -7,14 +7,13 @@ Geometry first (validation, output shape, memory estimate), pattern second
 from __future__ import annotations
 
 import warnings
-from math import prod
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from .geometry import ConvGeometry, check_memory, format_bytes
-from .pattern import axis_nnz, index_dtype_for, slab_permutation, tap_pattern
+from .pattern import axis_nnz, index_dtype_for, tap_pattern
 
 __all__ = ["conv_matrix", "conv_geometry", "as_weight_array", "weight_slabs", "FORMATS"]
 

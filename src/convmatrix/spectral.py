@@ -35,7 +35,6 @@ from dataclasses import dataclass, replace
 from math import ceil, prod
 
 import numpy as np
-import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .geometry import ConvGeometry, available_memory, format_bytes

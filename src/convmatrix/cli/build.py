@@ -11,7 +11,7 @@ import numpy as np
 
 from ..geometry import format_bytes
 from . import CLIError
-from .options import add_conv_options, conv_kwargs, shape
+from .options import add_command, add_conv_options, conv_kwargs, shape
 
 EPILOG = """\
 examples:
@@ -28,15 +28,12 @@ An interrupted build continues with --resume: finished blocks are not rebuilt.
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "build",
+    p = add_command(subparsers, "build",
         help="build a layer's matrix block by block into a Zarr store (Dask; larger than memory)",
         description="Build the exact sparse matrix of a convolution block by block with Dask and store "
         "it in Zarr: rows are cut into blocks of at most --block-bytes as CSR, each built and written "
         "by the worker that computes it.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        epilog=EPILOG)
     p.add_argument("weight", metavar="WEIGHT", help="a .npy weight file, or a weight shape like 64x64x3x3")
     p.add_argument("input_shape", metavar="INPUT_SHAPE", type=shape, help="input shape (C, *spatial), like 64x224x224")
     add_conv_options(p)

@@ -10,6 +10,7 @@ import tempfile
 import numpy as np
 
 from . import CLIError
+from .options import add_command
 
 EPILOG = """\
 examples:
@@ -35,13 +36,12 @@ def byte_size(text: str) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "convert", help="convert a CNN (ONNX) into an exactly equivalent fully connected ReLU network",
+    p = add_command(subparsers, "convert", help="convert a CNN (ONNX) into an exactly equivalent fully connected ReLU network",
         description="Read a convolutional network from ONNX and write one sequential chain of "
         "Flatten/Reshape, Gemm and Relu nodes (or pt / NNet / npz) that computes exactly the same "
         "function. Prints a table of the layers and the largest difference between original "
         "(onnxruntime) and result on random inputs.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG)
     p.add_argument("input", metavar="IN.onnx", help="the ONNX model to convert")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="file to write")
     p.add_argument("--format", choices=("onnx", "pt", "nnet", "npz"), default=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import CLIError
-from .options import add_conv_options, conv_kwargs, shape
+from .options import add_command, add_conv_options, conv_kwargs, shape
 
 EPILOG = """\
 examples:
@@ -25,12 +25,10 @@ _DEFAULTS = dict(stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "explore", help="the interactive explorer in the browser",
+    p = add_command(subparsers, "explore", help="the interactive explorer in the browser",
         description="Serve the interactive explorer of a conv layer (or a stack) on 127.0.0.1 and open "
         "it in the browser; or write it as one self-contained page with -o.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        epilog=EPILOG)
     p.add_argument("shapes", nargs="*", metavar="WEIGHT_SHAPE INPUT_SHAPE",
                    help="weight and input shapes (like 2x1x2x2 1x3x3); with --layer only INPUT_SHAPE")
     add_conv_options(p)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 
 EPILOG = """\
 examples:
@@ -14,16 +13,15 @@ each activation's constant, max pooling's sqrt(windows per input), and residual 
 branch is affine bounded by the exact norm of I + A.
 """
 
+from .options import add_command
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "lipschitz",
+    p = add_command(subparsers, "lipschitz",
         help="an upper bound on an ONNX network's Lipschitz constant, with a per-layer table",
         description="An upper bound on the Lipschitz constant (2-norm) of an ONNX network, with the "
         "factor and the running bound of every layer.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        epilog=EPILOG)
     p.add_argument("model", metavar="MODEL.onnx", help="the network, an ONNX file")
     p.set_defaults(func=run)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 
-from .options import add_conv_options, conv_kwargs, index, shape
+from .options import add_command, add_conv_options, add_layer_arguments, conv_kwargs, index
 
 EPILOG = """\
 examples:
@@ -23,15 +22,12 @@ in array-axis order (for 2-D maps: channel,row,column).
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "neuron", help="explain one neuron of a layer: its inputs, weights and receptive field",
+    p = add_command(sub, "neuron", help="explain one neuron of a layer: its inputs, weights and receptive field",
         description="Explain one output neuron (one row of M): the input neurons it reads, the kernel "
         "entry that weights each, its formula and its receptive-field box. With --feeds: one input neuron "
         "(one column of M) and the output neurons it feeds.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("weight_shape", type=shape, metavar="WEIGHT_SHAPE", help="e.g. 2x1x2x2")
-    p.add_argument("input_shape", type=shape, metavar="INPUT_SHAPE", help="e.g. 1x3x3")
+        epilog=EPILOG)
+    add_layer_arguments(p)
     p.add_argument("index", type=index, metavar="INDEX", help="flat index or channel,*position (e.g. 0,1,1)")
     add_conv_options(p)
     p.add_argument("--feeds", action="store_true", help="INDEX is an input neuron: list what it feeds")

@@ -81,3 +81,17 @@ def index(text: str) -> int | tuple[int, ...]:
             f"a neuron is a flat index or channel,*position ints joined by commas (like 0,1,1), got {text!r}"
         )
     return values[0] if len(values) == 1 else values
+
+
+def add_command(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A sub-command parser whose ``--help`` keeps the epilog's examples as written."""
+    return subparsers.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def add_layer_arguments(parser: argparse.ArgumentParser, weight_example: str = "2x1x2x2",
+                        input_example: str = "1x3x3") -> None:
+    """The WEIGHT_SHAPE and INPUT_SHAPE positionals of the layer-taking commands."""
+    parser.add_argument("weight_shape", type=shape, metavar="WEIGHT_SHAPE",
+                        help=f"e.g. {weight_example} (C_out x C_in/groups x kernel; transposed: C_in x C_out/groups x kernel)")
+    parser.add_argument("input_shape", type=shape, metavar="INPUT_SHAPE",
+                        help=f"e.g. {input_example} (channels x spatial, no batch axis)")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 
-from .options import add_conv_options, conv_kwargs, index, shape, window
+from .options import add_command, add_conv_options, add_layer_arguments, conv_kwargs, index, window
 
 EPILOG = """\
 examples:
@@ -18,15 +17,12 @@ examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "plot", help="draw the matrix of a layer or one neuron's receptive field (PNG, SVG, PDF)",
+    p = add_command(sub, "plot", help="draw the matrix of a layer or one neuron's receptive field (PNG, SVG, PDF)",
         description="Draw the sparsity pattern of the layer's matrix M (entries coloured by kernel entry, "
         "thin lines between image rows, thick lines between channels) or, with --neuron, one output "
         "neuron's inputs and receptive-field box on the input grid. Needs matplotlib.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("weight_shape", type=shape, metavar="WEIGHT_SHAPE", help="e.g. 2x1x2x2")
-    p.add_argument("input_shape", type=shape, metavar="INPUT_SHAPE", help="e.g. 1x3x3")
+        epilog=EPILOG)
+    add_layer_arguments(p)
     add_conv_options(p)
     p.add_argument("--neuron", type=index, metavar="I", help="draw this output neuron (flat or channel,*position)")
     p.add_argument("--rows", type=window, metavar="A:B", help="draw rows A..B-1 of M only")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-
 from ..symbolic import MAX_COLS, MAX_ROWS
-from .options import add_conv_options, conv_kwargs, shape, window
+from .options import add_command, add_conv_options, add_layer_arguments, conv_kwargs, window
 
 EPILOG = """\
 examples:
@@ -21,16 +19,13 @@ examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "show", help="print the matrix of a layer with kernel entries as symbols",
+    p = add_command(sub, "show", help="print the matrix of a layer with kernel entries as symbols",
         description="Print the matrix M of a convolution (flatten(conv(x)) == M @ flatten(x)) with every "
         "entry written as the kernel entry that fills it: a, b, c, ... in C order of the weight (K[u,i,p,q] "
         "past 26 entries), 0 for structural zeros, sums like a+c where padding folds taps. Rows are output "
         "neurons, columns input neurons; '|' separates image rows and '||' input channels.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("weight_shape", type=shape, metavar="WEIGHT_SHAPE", help="e.g. 2x1x2x2 (C_out x C_in/groups x k...)")
-    p.add_argument("input_shape", type=shape, metavar="INPUT_SHAPE", help="e.g. 1x3x3 (C x spatial...)")
+        epilog=EPILOG)
+    add_layer_arguments(p)
     add_conv_options(p)
     p.add_argument("--rows", type=window, metavar="A:B", help="show rows A..B-1 only")
     p.add_argument("--cols", type=window, metavar="A:B", help="show columns A..B-1 only")
@@ -49,7 +44,6 @@ def run(args) -> int:
     m = symbolic(
         args.weight_shape, args.input_shape, rows=args.rows, cols=args.cols,
         max_rows=args.max_rows or None, max_cols=args.max_cols or None,
-        separators=not args.no_separators, **conv_kwargs(args),
-    )
+        separators=not args.no_separators, **conv_kwargs(args))
     print(m.render(args.format))
     return 0

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
 from . import CLIError
-from .options import add_conv_options, conv_kwargs, shape
+from .options import add_command, add_conv_options, add_layer_arguments, conv_kwargs
 
 EPILOG = """\
 examples:
@@ -24,16 +23,12 @@ torch.nn.utils.spectral_norm normalises the reshaped kernel instead, printed for
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "spectrum",
+    p = add_command(subparsers, "spectrum",
         help="spectral norm, certified bracket and top singular values of a conv layer",
         description="Spectral norm (exact), a certified bracket and the top singular values of a "
         "convolution layer's matrix.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("weight_shape", type=shape, metavar="WEIGHT_SHAPE", help="e.g. 64x64x3x3")
-    p.add_argument("input_shape", type=shape, metavar="INPUT_SHAPE", help="(C, *spatial), e.g. 64x32x32")
+        epilog=EPILOG)
+    add_layer_arguments(p)
     add_conv_options(p)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weight", metavar="FILE.npy", help="the kernel, a .npy file of shape WEIGHT_SHAPE")

@@ -389,7 +389,6 @@ class _TorchLoader:
         src = node.args[0]
         in_shape = self._shape(src)
         dims = kwargs.get("dim", args[1] if len(args) > 1 else None)
-        keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
         full = len(in_shape) + 1
         dims = tuple(range(full)) if dims is None else (dims if isinstance(dims, (tuple, list)) else (dims,))
         dims = sorted(d % full for d in dims)
