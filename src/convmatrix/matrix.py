@@ -248,7 +248,7 @@ def torch_csr_values(slabs, taps, segments, nnz: int):
     come from :func:`torch_csr_structure` (on the same device as ``slabs``);
     ``nnz`` is the number of stored entries.
     """
-    # index_select, not slabs[taps]: several times faster on large int32 index tensors.
+    # index_select, not slabs[taps]: about 3x faster on large index tensors (torch CPU).
     gathered = slabs.reshape(-1).index_select(0, taps)
     if segments is None:
         return gathered
