@@ -121,6 +121,72 @@ def test_sparse_training_step_moves_the_kernel():
     torch.testing.assert_close(sparse.weight.detach(), conv.weight.detach(), rtol=0, atol=TOL)
 
 
+def _assert_sparse_matches_conv(sparse, module, shape, seed):
+    """Output and kernel/bias gradients of ``sparse`` equal the torch module's (fresh grads)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, *shape, dtype=torch.float64, generator=gen)
+    out = module(x)
+    g = torch.randn(out.shape, dtype=torch.float64, generator=gen)
+    module.zero_grad(), sparse.zero_grad()
+    (out * g).sum().backward()
+    y = sparse(x.flatten(1))
+    (y * g.flatten(1)).sum().backward()
+    torch.testing.assert_close(y.detach(), out.detach().flatten(1), rtol=0, atol=TOL)
+    torch.testing.assert_close(sparse.weight.grad, module.weight.grad, rtol=0, atol=TOL)
+    if module.bias is not None:
+        torch.testing.assert_close(sparse.bias.grad, module.bias.grad, rtol=0, atol=TOL)
+
+
+def _change_in_place(sparse, module, seed):
+    """The same in-place change of kernel and bias in both (no new Parameter objects)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            ours, theirs = getattr(sparse, name), getattr(module, name)
+            if theirs is not None:
+                ours.mul_(-3).add_(torch.randn(ours.shape, dtype=ours.dtype, generator=gen))
+                theirs.copy_(ours)
+
+
+def test_sparse_follows_in_place_kernel_changes(case):
+    # The structure is cached at construction; the values must never be stale.
+    module, shape = case
+    sparse = convmatrix.to_linear(module, shape, sparse=True)
+    weight = sparse.weight
+    for step in range(3):
+        _assert_sparse_matches_conv(sparse, module, shape, seed=step)
+        _change_in_place(sparse, module, seed=10 + step)
+    assert sparse.weight is weight
+
+
+def test_sparse_folded_padding_follows_in_place_changes():
+    # Replicate padding 2 around a 3x3 kernel on 3x4: several taps fold into one entry.
+    torch.manual_seed(2)
+    module = torch.nn.Conv2d(2, 3, 3, padding=2, padding_mode="replicate").double()
+    shape = (2, 3, 4)
+    sparse = convmatrix.to_linear(module, shape, sparse=True)
+    assert sparse.segments is not None and len(sparse.segments) > sparse.col_indices.numel()
+    for step in range(3):
+        _assert_sparse_matches_conv(sparse, module, shape, seed=step)
+        _change_in_place(sparse, module, seed=20 + step)
+
+
+def test_sparse_forward_does_not_rebuild_the_structure(monkeypatch):
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular").double()
+    sparse = convmatrix.to_linear(conv, (2, 4, 5), sparse=True)
+
+    def rebuilt(*args, **kwargs):
+        raise AssertionError("the CSR structure was rebuilt in forward")
+
+    monkeypatch.setattr(convmatrix.modules, "torch_csr_structure", rebuilt)
+    monkeypatch.setattr(convmatrix.matrix, "tap_pattern", rebuilt)
+    x = torch.randn(3, 2, 4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(x.flatten(1)), conv(x).flatten(1), rtol=0, atol=TOL)
+    # The cached structure is derived data: not saved with the parameters.
+    assert set(sparse.state_dict()) == {"weight", "bias"}
+
+
 def test_float32_module_gives_float32():
     conv = torch.nn.Conv2d(1, 2, 3)
     M, b = convmatrix.from_module(conv, (1, 5, 5))

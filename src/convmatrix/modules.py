@@ -9,14 +9,15 @@ original kernel. This module imports torch; ``convmatrix`` reaches it lazily.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from torch import nn
 
 from .geometry import ConvGeometry
-from .matrix import as_weight_array, conv_geometry, conv_matrix
+from .matrix import (
+    as_torch_weight, as_weight_array, check_matrix_memory, conv_geometry, conv_matrix, torch_csr,
+    torch_csr_structure, torch_csr_values, weight_slabs,
+)
 
 __all__ = ["from_module", "to_linear", "module_conv_kwargs", "SparseConvLinear"]
 
@@ -106,10 +107,13 @@ def from_module(module: nn.Module, input_shape) -> tuple:
 class SparseConvLinear(nn.Module):
     """A conv layer as a linear map with a torch sparse CSR weight.
 
-    Holds the kernel (and channel bias) as parameters, and builds the sparse CSR
-    matrix from them on every call (:meth:`matrix`, a gather that autograd
-    follows), so training it trains the kernel. Input ``(*, in_features)``,
-    output ``(*, out_features)``, as ``nn.Linear``.
+    Holds the kernel (and channel bias) as parameters. The matrix structure
+    (row pointers, columns, and which kernel taps fill every stored entry) is
+    built once, at construction, as non-persistent buffers; each call only
+    gathers the values from the current kernel (:meth:`matrix`, a gather that
+    autograd follows), so training it trains the kernel and an in-place change
+    of the kernel shows at the next call. Input ``(*, in_features)``, output
+    ``(*, out_features)``, as ``nn.Linear``.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, input_shape, conv_kwargs: dict):
@@ -118,15 +122,22 @@ class SparseConvLinear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
         self.input_shape = tuple(int(n) for n in input_shape)
         self.conv_kwargs = dict(conv_kwargs)
-        rows, cols = self.matrix().shape
-        self.in_features, self.out_features = cols, rows
+        self.geometry = conv_geometry(tuple(self.weight.shape), self.input_shape, **self.conv_kwargs)
+        check_matrix_memory(self.geometry, as_torch_weight(self.weight).element_size(), "torch")
+        crow, col, taps, segments = torch_csr_structure(self.geometry)
+        device = self.weight.device
+        # Non-persistent: derived from the geometry, so not in state_dict; they follow .to(device).
+        self.register_buffer("crow_indices", crow.to(device), persistent=False)
+        self.register_buffer("col_indices", col.to(device), persistent=False)
+        self.register_buffer("taps", taps.to(device), persistent=False)
+        self.register_buffer("segments", None if segments is None else segments.to(device), persistent=False)
+        self.out_features, self.in_features = self.geometry.matrix_shape
 
     def matrix(self) -> torch.Tensor:
         """The current sparse CSR weight, differentiable in :attr:`weight`."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            warnings.filterwarnings("ignore", message="Sparse invariant checks")
-            return conv_matrix(self.weight, self.input_shape, format="torch", **self.conv_kwargs)
+        slabs = weight_slabs(as_torch_weight(self.weight), self.geometry)
+        values = torch_csr_values(slabs, self.taps, self.segments, self.col_indices.numel())
+        return torch_csr(self.crow_indices, self.col_indices, values, self.geometry.matrix_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
