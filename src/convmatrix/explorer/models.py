@@ -188,7 +188,7 @@ def from_torch(module, input_shape) -> ModelStack:
             if "MaxPool" in cls:
                 label = f"{where}: {_MAX_NOTE}"
             elif "AvgPool" in cls:
-                div = m.divisor_override or prod(geom.kernel_size)
+                div = getattr(m, "divisor_override", None) or prod(geom.kernel_size)
                 weight = weight / div
                 label = f"{where}: average pooling, weight 1/{div}"
                 if not m.count_include_pad and any(lo for lo, _ in geom.padding):
