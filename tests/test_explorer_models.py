@@ -143,6 +143,7 @@ def test_onnx_and_sequential_stacks_match_autograd(tmp_path, rng, name):
         # batch norm folded into the conv by the exporter, dropout dropped in eval mode
 
 
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 def test_elementwise_arithmetic_and_same_padding(tmp_path, rng):
     class Net(nn.Module):
         def __init__(self):
@@ -297,3 +298,24 @@ def test_cli_onnx_page_and_refusal(tmp_path):
                         str(tmp_path / "x.html")], capture_output=True, text=True, env=os.environ, timeout=120)
     assert r.returncode == 2 and "chains of layers" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.html").exists()
+
+
+def test_served_model_summary_and_field(tmp_path):
+    import warnings
+
+    torch.manual_seed(0)
+    net = cnn2d().eval()
+    export(net, (2, 16, 16), tmp_path / "m.onnx")
+    with warnings.catch_warnings():  # starlette's notice about its httpx client
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+        client = TestClient(convmatrix.explore(str(tmp_path / "m.onnx")).app())
+    with client as c:
+        summary = c.get("/api/summary").json()
+        assert summary["model"]["left_out"][0].endswith("(Flatten)")
+        assert "window pattern" in summary["layers"][1]["spec"]["label"]
+        field = c.get("/api/neuron", params={"neuron": "out:0:1:1", "field": "1"}).json()["field"]
+    J = jacobian(conv_part(net), (2, 16, 16))
+    r = int(np.ravel_multi_index((0, 1, 1), (3, 2, 2)))
+    assert set(field[0]["ids"]) == ids("in", (2, 16, 16), np.flatnonzero(J[r]))
