@@ -222,14 +222,7 @@ def from_onnx(source, input_shape=None) -> ModelStack:
     if len(inputs) != 1:
         raise ValueError(f"the model must have exactly one data input, it has {len(inputs)}: "
                          f"{[i.name for i in inputs]}")
-    dims = _dims(inputs[0])
-    if len(dims) < 3 or not all(isinstance(d, int) for d in dims[1:]):
-        raise ValueError(f"input {inputs[0].name!r} has shape {dims}: the explorer needs (batch, channels, "
-                         "*spatial) with fixed channels and spatial sizes")
-    shape = tuple(dims[1:])
-    if input_shape is not None and tuple(int(s) for s in input_shape) != shape:
-        raise ValueError(f"input_shape {tuple(input_shape)} differs from the model's input {shape} "
-                         "(batch axis dropped); leave it out")
+    shape = _onnx_input_shape(inputs[0], input_shape, _dims)
     declared = _declared_shapes(model)
     name = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "ONNX model"
     out = ModelStack(shape, source=name)
@@ -273,15 +266,9 @@ def from_onnx(source, input_shape=None) -> ModelStack:
             _check_shape(where, geom.output_shape, declared.get(node.output[0]))
             shape = geom.output_shape
         elif op in ("MaxPool", "AveragePool"):
-            nd = len(shape) - 1
-            k = list(a["kernel_shape"])
-            s, d = list(a.get("strides", [1] * nd)), list(a.get("dilations", [1] * nd))
-            lo, hi = onnx_pads(a, shape[1:], k, s, d)
-            kind = "max" if op == "MaxPool" else "avg"
-            note = _BORDER_NOTE if kind == "avg" and not a.get("count_include_pad", 0) and any(lo + hi) else ""
             if a.get("ceil_mode", 0) and node.output[0] not in declared:
                 raise ValueError(f"{where}: ceil_mode=1 and the model does not state the output shape")
-            geom = _pool(out, shape, kind, k, s, lo, hi, d, where, note)
+            geom = _onnx_pool(out, op, a, shape, where, onnx_pads)
             _check_shape(where, geom.output_shape, declared.get(node.output[0]))
             shape = geom.output_shape
         else:
@@ -289,6 +276,19 @@ def from_onnx(source, input_shape=None) -> ModelStack:
         current = node.output[0]
         data.add(current)
     return out
+
+
+def _onnx_input_shape(inp, input_shape, dims_of) -> tuple:
+    """The model input's shape without its batch axis (``input_shape``, if given, must agree)."""
+    dims = dims_of(inp)
+    if len(dims) < 3 or not all(isinstance(d, int) for d in dims[1:]):
+        raise ValueError(f"input {inp.name!r} has shape {dims}: the explorer needs (batch, channels, "
+                         "*spatial) with fixed channels and spatial sizes")
+    shape = tuple(dims[1:])
+    if input_shape is not None and tuple(int(s) for s in input_shape) != shape:
+        raise ValueError(f"input_shape {tuple(input_shape)} differs from the model's input {shape} "
+                         "(batch axis dropped); leave it out")
+    return shape
 
 
 def _declared_shapes(model) -> dict:
@@ -344,6 +344,17 @@ def _onnx_conv(out: ModelStack, node, a, shape, values, where, onnx_pads):
     geom = _geometry(w.shape, shape, kw, where)
     out.add(layer_spec(w.shape, **kw), w, b, where)
     return geom
+
+
+def _onnx_pool(out: ModelStack, op, a, shape, where, onnx_pads):
+    """A MaxPool or AveragePool node as a pooling layer (a grouped convolution with a ones kernel)."""
+    nd = len(shape) - 1
+    k = list(a["kernel_shape"])
+    s, d = list(a.get("strides", [1] * nd)), list(a.get("dilations", [1] * nd))
+    lo, hi = onnx_pads(a, shape[1:], k, s, d)
+    kind = "max" if op == "MaxPool" else "avg"
+    note = _BORDER_NOTE if kind == "avg" and not a.get("count_include_pad", 0) and any(lo + hi) else ""
+    return _pool(out, shape, kind, k, s, lo, hi, d, where, note)
 
 
 def _check_elementwise(node, where, shape, consts, values):
