@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_network_onnx import export
 
 import convmatrix
-from convmatrix.explorer.models import from_onnx, from_torch
+from convmatrix.explorer.models import from_torch
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout)
 HEAD = (nn.Flatten, nn.Linear)
@@ -233,6 +233,8 @@ class Concat(nn.Module):
     (Concat, r"node #1 .*\(Conv\) reads 'x', which another node already read.*chains of layers"),
     (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.Softmax(dim=1), nn.Conv2d(2, 1, 1)),
      r"node #1 .*\(Softmax\) is not supported by the explorer; it takes Conv, ConvTranspose, MaxPool"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(25, 2)),
+     r"bad.onnx: no convolution or pooling before .*\(Flatten\): nothing to explore"),
 ])
 def test_onnx_refusals_name_the_node(tmp_path, make, match):
     export(make().eval(), (1, 5, 5), tmp_path / "bad.onnx", dynamic=False)

@@ -145,6 +145,8 @@ def _layers_of(layer, input_shape, conv_kwargs):
         model = from_torch(layer, input_shape)
         if not model.layers:
             raise ValueError("the module holds no convolution to explore")
+        if type(layer).__name__ != "Sequential":  # one layer: no model notes to show
+            return model.layers, model.weights, model.biases
         return model.spec, model.weights, model.biases
     if isinstance(layer, list) and layer and not isinstance(layer[0], (int, np.integer)):
         specs = []
