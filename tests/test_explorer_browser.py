@@ -261,6 +261,7 @@ def test_onnx_model_static_page(page, tmp_path):
     for j in range(3):
         expect |= ids(prefixes[j], shapes[j], np.flatnonzero(jacobian(mods[j:], shapes[j])[r]))
     assert rf == expect and len(rf) > 20
+    page.mouse.move(0, 0)  # the pointer rests on the clicked neuron: leave it, then point again
     cells, _ = hover(page, f'[data-neuron="{nid}"]', nid)
     assert cells == {nid} | ids("h2", shapes[2], np.flatnonzero(jacobian(mods[2:], shapes[2])[r]))
     summary = page.text_content("#summary")
