@@ -229,3 +229,41 @@ def test_static_page_offline(page, tmp_path):
     if os.environ.get("CONVMATRIX_UPDATE_DOCS"):
         with open(os.path.join(DOCS, "explorer.png"), "wb") as f:
             f.write(png)
+
+
+def test_onnx_model_static_page(page, tmp_path):
+    """An ONNX model exported by torch, as one static page: a deep neuron's input set in every
+    map, and what it reads, against autograd of the torch model's linear conv part."""
+    import copy
+
+    from test_network_onnx import export
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(2, 2, 3, padding=1, groups=2), nn.Sigmoid(), nn.Flatten(), nn.Linear(32, 3)).eval()
+    export(net, (1, 8, 8), tmp_path / "m.onnx", dynamic=False)
+    path = tmp_path / "m.html"
+    convmatrix.explore(str(tmp_path / "m.onnx")).save(path)
+    url = path.as_uri()
+    page.goto(url)
+    page.wait_for_selector("body[data-ready]", state="attached")
+    # the linear oracle: activations removed, max pooling as torch's average pooling of the same windows
+    lin = copy.deepcopy(net).double()
+    mods = [lin[0], nn.AvgPool2d(2), lin[3]]
+    shapes, prefixes = [(1, 8, 8), (2, 8, 8), (2, 4, 4), (2, 4, 4)], ["in", "h1", "h2", "out"]
+    nid = "out:1:2:1"
+    r = int(np.ravel_multi_index((1, 2, 1), shapes[3]))
+    page.click(f'[data-neuron="{nid}"]')
+    page.wait_for_selector(f'body[data-field="{nid}"]', state="attached")
+    rf = set(page.eval_on_selector_all(".cell.rf", "es => es.map(e => e.dataset.neuron)"))
+    expect = set()
+    for j in range(3):
+        expect |= ids(prefixes[j], shapes[j], np.flatnonzero(jacobian(mods[j:], shapes[j])[r]))
+    assert rf == expect and len(rf) > 20
+    page.mouse.move(0, 0)  # the pointer rests on the clicked neuron: leave it, then point again
+    cells, _ = hover(page, f'[data-neuron="{nid}"]', nid)
+    assert cells == {nid} | ids("h2", shapes[2], np.flatnonzero(jacobian(mods[2:], shapes[2])[r]))
+    summary = page.text_content("#summary")
+    assert "Left out" in summary and "(Gemm)" in summary and "(Relu)" in summary and "window pattern" in summary
+    assert page.requests == [url] and page.errors == []

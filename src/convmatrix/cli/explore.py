@@ -15,6 +15,9 @@ examples:
   convmatrix explore 2x1x2x2 1x3x3 -o seed.html     one self-contained page (works offline)
   convmatrix explore 1x8x8 --layer 4x1x3x3:padding=1 --layer 4x2x3x3:stride=2:groups=2
                                                     a stack: click a deep neuron for its input set
+  convmatrix explore model.onnx -o model.html       the convolutional part of an ONNX model:
+                                                    its Conv/ConvTranspose and pooling nodes in order
+                                                    (element-wise nodes skipped, the head left out)
 layer specs (--layer): WEIGHT_SHAPE[:option=value...], options as the conv options without
 '--' (stride, padding, dilation, groups, padding_mode, output_padding) and 'transposed';
 a value for several dimensions joins ints with commas (stride=2,1).
@@ -30,7 +33,8 @@ def register(subparsers) -> None:
         "it in the browser; or write it as one self-contained page with -o.",
         epilog=EPILOG)
     p.add_argument("shapes", nargs="*", metavar="WEIGHT_SHAPE INPUT_SHAPE",
-                   help="weight and input shapes (like 2x1x2x2 1x3x3); with --layer only INPUT_SHAPE")
+                   help="weight and input shapes (like 2x1x2x2 1x3x3); with --layer only INPUT_SHAPE; "
+                        "or one MODEL.onnx")
     add_conv_options(p)
     p.add_argument("--layer", action="append", default=[], metavar="SPEC",
                    help="one layer of a stack, WEIGHT_SHAPE[:option=value...] (repeat for more layers)")
@@ -67,7 +71,15 @@ def run(args) -> int:
     from ..explorer.data import default_spec, layer_spec
 
     kw = conv_kwargs(args)
-    if args.layer:
+    weights = biases = notes = None
+    if len(args.shapes) == 1 and args.shapes[0].lower().endswith(".onnx"):
+        if args.layer or kw != _DEFAULTS:
+            raise CLIError("a model brings its own layers: give MODEL.onnx without --layer or conv options")
+        from ..explorer.models import from_onnx
+
+        model = from_onnx(args.shapes[0])
+        spec, weights, biases, notes = model.spec, model.weights, model.biases, model.spec["model"]
+    elif args.layer:
         if len(args.shapes) != 1:
             raise CLIError("with --layer give exactly one positional shape, the input shape (like 1x8x8)")
         if kw != _DEFAULTS:
@@ -85,7 +97,11 @@ def run(args) -> int:
         raise CLIError(f"give WEIGHT_SHAPE INPUT_SHAPE (two shapes) or none, got {len(args.shapes)}")
     if args.port < 0 or args.port > 65535:
         raise CLIError(f"--port must be from 0 to 65535, got {args.port}")
-    explorer = Explorer(spec)  # validates every layer: a refusal is a one-line error
+    explorer = Explorer(spec, weights, biases)  # validates every layer: a refusal is a one-line error
+    if notes:
+        print(f"{notes['source']}: {len(spec['layers'])} layers; skipped (element-wise): "
+              f"{', '.join(notes['skipped']) or 'none'}; left out (after the convolutional part): "
+              f"{', '.join(notes['left_out']) or 'none'}")
     if args.output:
         explorer.save(args.output)
         shapes = " -> ".join("x".join(map(str, s)) for _, s in explorer.stack.maps)

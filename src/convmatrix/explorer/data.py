@@ -119,9 +119,11 @@ def _parse(kind, text, layer: int, name: str):
 def _layer_kwargs(spec: dict, i: int) -> dict:
     if not isinstance(spec, dict):
         raise SpecError(f"layer {i + 1} must be an object of control values, got {spec!r}", i)
-    unknown = set(spec) - {"weight", *CONV_FIELDS}
+    unknown = set(spec) - {"weight", "label", *CONV_FIELDS}
     if unknown:
         raise SpecError(f"layer {i + 1} has unknown settings {sorted(unknown)}", i)
+    if not isinstance(spec.get("label", ""), str):  # what the layer is in a model (explore(model))
+        raise SpecError(f"layer {i + 1}'s label must be text, got {spec['label']!r}", i)
     kw = {}
     for name, kind in (("stride", options.int_or_tuple), ("padding", options.padding),
                        ("dilation", options.int_or_tuple), ("output_padding", options.int_or_tuple)):
@@ -268,6 +270,7 @@ class Stack:
 
     layers: list[Layer]
     budget: int = DEFAULT_BUDGET
+    model: dict | None = None  # a model's stack: its source, skipped and left-out nodes (models.py)
 
     @property
     def maps(self) -> list[tuple[str, tuple[int, ...]]]:
@@ -279,8 +282,11 @@ class Stack:
 
     @property
     def spec(self) -> dict:
-        return {"input": "x".join(map(str, self.layers[0].geom.input_shape)),
+        spec = {"input": "x".join(map(str, self.layers[0].geom.input_shape)),
                 "layers": [layer.spec for layer in self.layers]}
+        if self.model is not None:
+            spec["model"] = self.model
+        return spec
 
     # ------------------------------------------------------------- neuron ids
     def neuron_id(self, k: int, flat) -> list[str] | str:
@@ -339,7 +345,7 @@ class Stack:
                 "out_channel_rows": prod(g.output_size),
             })
         return {"spec": self.spec, "maps": [{"prefix": p, "shape": list(s)} for p, s in self.maps],
-                "layers": layers}
+                "layers": layers, "model": self.model}
 
     # ----------------------------------------------------------------- window
     def window(self, layer: int, r0: int, r1: int, c0: int, c1: int, *, limit=MAX_WINDOW) -> dict:
@@ -457,6 +463,7 @@ def build_stack(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_
     if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list) or not spec["layers"]:
         raise SpecError("the spec must have an input shape and a non-empty list of layers", None, "input")
     shape = _parse(options.shape, spec.get("input", ""), 0, "input")
+    model = _model_notes(spec.get("model"))
     layers = []
     for i, ls in enumerate(spec["layers"]):
         kw = _layer_kwargs(ls, i)
@@ -481,7 +488,19 @@ def build_stack(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_
             else np.zeros(geom.out_channels)
         layers.append(Layer(geom, w, b, _canonical(ls, wshape, kw)))
         shape = geom.output_shape
-    return Stack(layers, budget)
+    return Stack(layers, budget, model)
+
+
+def _model_notes(model) -> dict | None:
+    """A spec's ``model`` entry: text, or lists of text, by name (the page shows them as text)."""
+    if model is None:
+        return None
+    ok = isinstance(model, dict) and all(
+        isinstance(k, str) and (isinstance(v, str) or isinstance(v, list) and all(isinstance(t, str) for t in v))
+        for k, v in model.items())
+    if not ok:
+        raise SpecError(f"model must be an object of texts or lists of texts, got {model!r}", None, "input")
+    return model
 
 
 def _canonical(ls: dict, wshape, kw) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import threading
 
 import numpy as np
@@ -11,12 +12,6 @@ from .data import DEFAULT_BUDGET, build_stack, default_spec, layer_spec
 from .page import MAX_PAGE_BYTES, render_page, static_answers
 
 __all__ = ["Explorer", "explore", "Running"]
-
-# Modules that act element-wise: they keep every neuron's input set, so a stack may hold them.
-_ELEMENTWISE = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish",
-                "Sigmoid", "Tanh", "Hardtanh", "Hardswish", "Hardsigmoid", "Softplus", "Identity",
-                "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
-
 
 class Running:
     """A server running in a background thread: ``url``, ``stop()``."""
@@ -112,11 +107,21 @@ def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
     """The interactive explorer of a conv layer or a stack (shows itself in Jupyter).
 
     ``layer`` is a weight shape, a weight (NumPy array or torch tensor), a torch
-    ``nn.ConvNd`` / ``nn.ConvTransposeNd``, an ``nn.Sequential`` of them (element-wise
-    activations, batch norm and dropout between them keep every input set), or a list of
-    weight shapes or ``(weight_shape, conv_kwargs)`` pairs; ``None`` is the seed question's
+    ``nn.ConvNd`` / ``nn.ConvTransposeNd``, an ``nn.Sequential`` of convolutions and pooling
+    (element-wise activations, batch norm and dropout between them are skipped: they keep
+    every input set; the stack stops at a Flatten or Linear head), the path of an ONNX
+    file (the same, from its nodes; its input shape is the model's), or a list of weight
+    shapes or ``(weight_shape, conv_kwargs)`` pairs; ``None`` is the seed question's
     2x1x2x2 kernel on 1x3x3. ``conv_kwargs`` apply to a single weight or shape.
+    See :mod:`convmatrix.explorer.models` for how a model becomes a stack.
     """
+    if isinstance(layer, (str, os.PathLike)) or type(layer).__name__ == "ModelProto":
+        if conv_kwargs:
+            raise ValueError("conv options come from the ONNX model; do not pass them with a model")
+        from .models import from_onnx
+
+        model = from_onnx(layer, input_shape)
+        return Explorer(model.spec, model.weights, model.biases, budget=budget, max_page_bytes=max_page_bytes)
     if layer is None:
         if input_shape is not None or conv_kwargs:
             raise ValueError("explore() without a layer shows the seed example; give a layer to set "
@@ -125,34 +130,24 @@ def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
     if input_shape is None:
         raise ValueError("input_shape is required: (channels, *spatial) of the layer's input")
     input_text = "x".join(str(int(s)) for s in input_shape)
-    kinds, weights, biases = _layers_of(layer, conv_kwargs)
-    spec = {"input": input_text, "layers": kinds}
+    kinds, weights, biases = _layers_of(layer, input_shape, conv_kwargs)
+    spec = kinds if isinstance(kinds, dict) else {"input": input_text, "layers": kinds}
     return Explorer(spec, weights, biases, budget=budget, max_page_bytes=max_page_bytes)
 
 
-def _layers_of(layer, conv_kwargs):
-    """(layer specs, weights, biases) of whatever ``explore`` was given."""
+def _layers_of(layer, input_shape, conv_kwargs):
+    """(layer specs, weights, biases) of whatever ``explore`` was given (a whole spec for a module)."""
     if _is_module(layer):
         if conv_kwargs:
             raise ValueError("conv options come from the module; do not pass them with a module")
-        mods = list(layer) if type(layer).__name__ == "Sequential" else [layer]
-        specs, weights, biases = [], [], []
-        for i, m in enumerate(mods):
-            name = type(m).__name__
-            if name.startswith("Conv") and hasattr(m, "weight"):
-                transposed = name.startswith("ConvTranspose")
-                kw = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups,
-                          padding_mode=m.padding_mode)
-                if transposed:
-                    kw.update(transposed=True, output_padding=m.output_padding)
-                specs.append(layer_spec(tuple(m.weight.shape), **kw))
-                weights.append(m.weight.detach().cpu().numpy())
-                biases.append(None if m.bias is None else m.bias.detach().cpu().numpy())
-            elif name not in _ELEMENTWISE:
-                raise ValueError(f"explore takes convolutions and element-wise modules; layer {i} is a {name}")
-        if not specs:
+        from .models import from_torch
+
+        model = from_torch(layer, input_shape)
+        if not model.layers:
             raise ValueError("the module holds no convolution to explore")
-        return specs, weights, biases
+        if type(layer).__name__ != "Sequential":  # one layer: no model notes to show
+            return model.layers, model.weights, model.biases
+        return model.spec, model.weights, model.biases
     if isinstance(layer, list) and layer and not isinstance(layer[0], (int, np.integer)):
         specs = []
         for item in layer:

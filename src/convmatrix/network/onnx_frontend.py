@@ -28,7 +28,7 @@ from .ir import Graph
 from .layers import (adaptive_windows, avg_pool_affine, channel_affine, codes, conv_affine, gather_matrix,
                      linear_affine, max_pool_groups, pool_windows)
 
-__all__ = ["from_onnx", "read_onnx"]
+__all__ = ["from_onnx", "read_onnx", "onnx_pads"]
 
 GATHER_OPS = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Concat", "Slice", "Gather",
               "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Resize", "Upsample"}  # Resize: nearest only
@@ -71,6 +71,24 @@ def _attrs(node) -> dict:
 def _dims(value_info):
     t = value_info.type.tensor_type
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in t.shape.dim]
+
+
+def onnx_pads(a: dict, spatial, k, s, d):
+    """``(lo, hi)`` pads (lists, one per spatial axis) of a Conv or pool node, from ``pads`` or ``auto_pad``."""
+    nd = len(spatial)
+    auto = a.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        lo, hi = [], []
+        for n, kk, ss, dd in zip(spatial, k, s, d):
+            total = max(0, (-(-n // ss) - 1) * ss + dd * (kk - 1) + 1 - n)
+            small = total // 2
+            lo.append(small if auto == "SAME_UPPER" else total - small)
+            hi.append(total - lo[-1])
+        return lo, hi
+    if auto == "VALID":
+        return [0] * nd, [0] * nd
+    p = list(a.get("pads", [0] * (2 * nd)))
+    return p[:nd], p[nd:]
 
 
 class _OnnxLoader:
@@ -281,21 +299,7 @@ class _OnnxLoader:
         return self.g.affine([src], M, bias, shape=(1,) + out, name=node.name or node.output[0])
 
     def pads(self, a, spatial, k, s, d):
-        """``(lo, hi)`` pads of a conv or pool, from ``pads`` or ``auto_pad``."""
-        nd = len(spatial)
-        auto = a.get("auto_pad", "NOTSET")
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
-            lo, hi = [], []
-            for n, kk, ss, dd in zip(spatial, k, s, d):
-                total = max(0, (-(-n // ss) - 1) * ss + dd * (kk - 1) + 1 - n)
-                small = total // 2
-                lo.append(small if auto == "SAME_UPPER" else total - small)
-                hi.append(total - lo[-1])
-            return lo, hi
-        if auto == "VALID":
-            return [0] * nd, [0] * nd
-        p = list(a.get("pads", [0] * (2 * nd)))
-        return p[:nd], p[nd:]
+        return onnx_pads(a, spatial, k, s, d)
 
     def op_ConvTranspose(self, node, a):
         x = node.input[0]

@@ -201,7 +201,7 @@
       const d = el("div", { class: "layer" });
       d.append(el("div", {
         text: `${S.summary.layers.length > 1 ? `layer ${L.index + 1}: ` : ""}` +
-          `input ${L.input_shape.join("x")} \u2192 output ${L.output_shape.join("x")}, ` +
+          `${L.spec.label ? `${L.spec.label}; ` : ""}input ${L.input_shape.join("x")} \u2192 output ${L.output_shape.join("x")}, ` +
           `weight ${L.weight_shape.join("x")}${L.spec.transposed ? " (transposed)" : ""}`,
       }));
       for (const f of L.formulas) d.append(el("div", {}, el("code", { text: f })));
@@ -210,6 +210,14 @@
         text: `M is ${R.toLocaleString()} x ${C.toLocaleString()}: ${L.nnz.toLocaleString()} stored entries, ` +
           `density ${Number(L.density).toPrecision(3)}, ${L.csr_bytes} as CSR, ${L.dense_bytes} dense (${L.dtype})`,
       }));
+      box.append(d);
+    }
+    const M = S.summary.model; // a model's stack: what the explorer skipped and left out
+    if (M) {
+      const d = el("div", { class: "model" });
+      d.append(el("div", { text: `From ${M.source || "a model"}: its chain of convolution and pooling layers, in order.` }));
+      d.append(el("div", { text: `Skipped (${M.skipped_note}): ${[].concat(M.skipped || []).join(", ") || "none"}.` }));
+      d.append(el("div", { text: `Left out (${M.left_out_note}): ${[].concat(M.left_out || []).join(", ") || "none"}.` }));
       box.append(d);
     }
     $("mode").textContent = STATIC
