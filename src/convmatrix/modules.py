@@ -104,10 +104,6 @@ def from_module(module: nn.Module, input_shape) -> tuple:
     return M, np.repeat(bias, M.shape[0] // len(bias))
 
 
-# Gathered elements per chunk of the values gradient: bounds its scratch memory (2 x 32 MiB in float64).
-_GRAD_CHUNK = 1 << 22
-
-
 class _CSRLinear(torch.autograd.Function):
     """``y = x @ M.T`` for a CSR matrix ``M`` of fixed structure and differentiable values.
 
@@ -133,27 +129,11 @@ class _CSRLinear(torch.autograd.Function):
             m_t = torch_csr(crow_t, col_t, values.index_select(0, perm).conj(), ctx.shape[::-1])
             grad_x = (m_t @ grad_y.T).T
         if ctx.needs_input_grad[1]:
-            grad_values = _entry_gradient(grad_y, x, crow, col)
+            # dL/dvalues[e] = (grad_y.T @ conj(x))[row_e, col_e]: torch's sampled matmul computes
+            # just these nnz dot products over the batch, never the dense rows x cols product.
+            pattern = torch_csr(crow, col, values, ctx.shape)
+            grad_values = torch.sparse.sampled_addmm(pattern, grad_y.T, x.conj(), beta=0.0).values()
         return grad_x, grad_values, None, None, None, None
-
-
-def _entry_gradient(grad_y, x, crow, col):
-    """``g[e] = sum_b grad_y[b, row_e] * conj(x[b, col_e])``: (grad_y.T @ conj(x)) at the stored entries only.
-
-    Chunked over the entries so the gathered rows stay within ``_GRAD_CHUNK`` elements.
-    """
-    # (features, batch), contiguous: every gather below reads whole rows.
-    gy_t, x_t = grad_y.T.contiguous(), x.T.conj().contiguous()
-    nnz = col.numel()
-    grad = gy_t.new_empty(nnz)
-    step = max(1, _GRAD_CHUNK // max(1, gy_t.shape[1]))
-    for start in range(0, nnz, step):
-        stop = min(start + step, nnz)
-        entries = torch.arange(start, stop, dtype=crow.dtype, device=crow.device)
-        rows = torch.searchsorted(crow, entries, right=True) - 1
-        cols = col[start:stop]
-        torch.sum(gy_t.index_select(0, rows) * x_t.index_select(0, cols), dim=1, out=grad[start:stop])
-    return grad
 
 
 def csr_linear(x, values, crow, col, shape, transpose=None):
