@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import convmatrix
@@ -65,7 +65,6 @@ def test_gradients_match_conv(name):
     check_against_conv(module.double(), shape)
 
 
-@settings(max_examples=40, deadline=None)
 @given(st.one_of(forward_convs(), transposed_convs()), st.integers(0, 2**32 - 1))
 def test_gradients_match_conv_any_layer(layer, seed):
     weight_shape, input_shape, kw = layer
