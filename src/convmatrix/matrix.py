@@ -254,6 +254,33 @@ def torch_csr_values(slabs, taps, segments, nnz: int):
     return gathered.new_zeros(nnz).index_add(0, segments, gathered)
 
 
+def torch_csr_transpose(crow, col, n_cols: int):
+    """The structure of ``M.T`` in CSR: ``(crow_t, col_t, perm)``, with ``values_t = values[perm]``.
+
+    Built once (a counting sort by column, O(nnz), on the CPU) from the torch
+    CSR structure ``(crow, col)`` of ``M``; the tensors come back on ``col``'s
+    device, in ``col``'s index dtype.
+
+    Example
+    -------
+    >>> import torch
+    >>> crow, col = torch.tensor([0, 2, 3]), torch.tensor([0, 2, 1])   # M = [[a, 0, b], [0, c, 0]]
+    >>> [t.tolist() for t in torch_csr_transpose(crow, col, 3)]       # M.T = [[a, 0], [0, c], [b, 0]]
+    [[0, 1, 2, 3], [0, 1, 0], [0, 2, 1]]
+    """
+    import torch
+
+    indptr, indices = crow.cpu().numpy(), col.cpu().numpy()
+    nnz = len(indices)
+    # The entry numbers as values: SciPy's CSR -> CSC conversion carries them to their transposed place.
+    numbers = np.arange(nnz, dtype=indices.dtype)
+    csc = sp.csr_array((numbers, indices, indptr), shape=(len(indptr) - 1, n_cols)).tocsc()
+    dtype = indices.dtype
+    return tuple(
+        torch.from_numpy(a.astype(dtype, copy=False)).to(col.device) for a in (csc.indptr, csc.indices, csc.data)
+    )
+
+
 def torch_csr(crow, col, values, shape):
     """A torch sparse CSR tensor from trusted parts (no invariant checks, no beta notice)."""
     import torch

@@ -16,10 +16,10 @@ from torch import nn
 from .geometry import ConvGeometry
 from .matrix import (
     as_torch_weight, as_weight_array, check_matrix_memory, conv_geometry, conv_matrix, torch_csr,
-    torch_csr_structure, torch_csr_values, weight_slabs,
+    torch_csr_structure, torch_csr_transpose, torch_csr_values, weight_slabs,
 )
 
-__all__ = ["from_module", "to_linear", "module_conv_kwargs", "SparseConvLinear"]
+__all__ = ["from_module", "to_linear", "module_conv_kwargs", "SparseConvLinear", "csr_linear"]
 
 _FORWARD = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -104,6 +104,63 @@ def from_module(module: nn.Module, input_shape) -> tuple:
     return M, np.repeat(bias, M.shape[0] // len(bias))
 
 
+class _CSRLinear(torch.autograd.Function):
+    """``y = x @ M.T`` for a CSR matrix ``M`` of fixed structure and differentiable values.
+
+    torch's own backward of a sparse CSR matmul materialises the gradient of
+    ``M`` as a dense ``rows x cols`` matrix; here it stays one number per
+    stored entry, so backward needs O(nnz + batch * (rows + cols)) memory.
+    """
+
+    @staticmethod
+    def forward(ctx, x, values, crow, col, shape, transpose):
+        ctx.save_for_backward(x, values, crow, col)
+        ctx.shape, ctx.transpose = shape, transpose
+        return (torch_csr(crow, col, values, shape) @ x.T).T
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        x, values, crow, col = ctx.saved_tensors
+        grad_x = grad_values = None
+        if ctx.needs_input_grad[0]:
+            # dL/dx = grad_y @ conj(M): M.T as its own CSR, a sparse matmul like the forward one.
+            crow_t, col_t, perm = ctx.transpose
+            m_t = torch_csr(crow_t, col_t, values.index_select(0, perm).conj(), ctx.shape[::-1])
+            grad_x = (m_t @ grad_y.T).T
+        if ctx.needs_input_grad[1]:
+            # dL/dvalues[e] = (grad_y.T @ conj(x))[row_e, col_e]: torch's sampled matmul computes
+            # just these nnz dot products over the batch, never the dense rows x cols product.
+            pattern = torch_csr(crow, col, values, ctx.shape)
+            grad_values = torch.sparse.sampled_addmm(pattern, grad_y.T, x.conj(), beta=0.0).values()
+        return grad_x, grad_values, None, None, None, None
+
+
+def csr_linear(x, values, crow, col, shape, transpose=None):
+    """``x @ M.T`` for the CSR matrix ``M = (crow, col, values)`` of ``shape``, differentiable in ``values``.
+
+    ``x`` is ``(batch, shape[1])``. ``transpose`` is :func:`convmatrix.matrix.torch_csr_transpose`
+    of the structure, needed only for the gradient with respect to ``x``. The
+    backward never forms a dense ``shape`` matrix (as torch's sparse matmul does).
+
+    Example
+    -------
+    >>> from convmatrix.matrix import torch_csr_transpose
+    >>> crow, col = torch.tensor([0, 2, 3]), torch.tensor([0, 2, 1])   # M = [[a, 0, b], [0, c, 0]]
+    >>> values = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> x = torch.tensor([[1.0, 10.0, 100.0]], requires_grad=True)
+    >>> y = csr_linear(x, values, crow, col, (2, 3), torch_csr_transpose(crow, col, 3))
+    >>> y.detach().tolist()
+    [[201.0, 30.0]]
+    >>> y.sum().backward()
+    >>> values.grad.tolist(), x.grad.tolist()
+    ([1.0, 100.0, 10.0], [[1.0, 3.0, 2.0]])
+    """
+    if transpose is None and x.requires_grad and torch.is_grad_enabled():
+        raise ValueError("csr_linear: x requires grad, so transpose (torch_csr_transpose) must be given")
+    return _CSRLinear.apply(x, values, crow, col, tuple(shape), transpose)
+
+
 class SparseConvLinear(nn.Module):
     """A conv layer as a linear map with a torch sparse CSR weight.
 
@@ -112,7 +169,10 @@ class SparseConvLinear(nn.Module):
     built once, at construction, as non-persistent buffers; each call only
     gathers the values from the current kernel (:meth:`matrix`, a gather that
     autograd follows), so training it trains the kernel and an in-place change
-    of the kernel shows at the next call. Input ``(*, in_features)``, output
+    of the kernel shows at the next call. The product goes through
+    :func:`csr_linear`, whose backward keeps one gradient number per stored
+    entry (torch's sparse matmul would form a dense ``out x in`` gradient), so
+    large layers train in O(nnz) memory. Input ``(*, in_features)``, output
     ``(*, out_features)``, as ``nn.Linear``.
     """
 
@@ -131,17 +191,35 @@ class SparseConvLinear(nn.Module):
         self.register_buffer("col_indices", col.to(device), persistent=False)
         self.register_buffer("taps", taps.to(device), persistent=False)
         self.register_buffer("segments", None if segments is None else segments.to(device), persistent=False)
+        # The structure of M.T, for gradients w.r.t. the input: built at the first call that needs it.
+        for name in ("crow_t", "col_t", "perm_t"):
+            self.register_buffer(name, None, persistent=False)
         self.out_features, self.in_features = self.geometry.matrix_shape
+
+    def values(self) -> torch.Tensor:
+        """The stored values of the current CSR weight, a gather from :attr:`weight` that autograd follows."""
+        slabs = weight_slabs(as_torch_weight(self.weight), self.geometry)
+        return torch_csr_values(slabs, self.taps, self.segments, self.col_indices.numel())
 
     def matrix(self) -> torch.Tensor:
         """The current sparse CSR weight, differentiable in :attr:`weight`."""
-        slabs = weight_slabs(as_torch_weight(self.weight), self.geometry)
-        values = torch_csr_values(slabs, self.taps, self.segments, self.col_indices.numel())
-        return torch_csr(self.crow_indices, self.col_indices, values, self.geometry.matrix_shape)
+        return torch_csr(self.crow_indices, self.col_indices, self.values(), self.geometry.matrix_shape)
+
+    def _transpose(self, x: torch.Tensor):
+        """The structure of ``M.T`` when the input's gradient will be needed, else None."""
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            return None
+        if self.crow_t is None:
+            self.crow_t, self.col_t, self.perm_t = torch_csr_transpose(
+                self.crow_indices, self.col_indices, self.in_features
+            )
+        return self.crow_t, self.col_t, self.perm_t
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        y = (self.matrix() @ x.reshape(-1, self.in_features).T).T
+        # csr_linear, not matrix() @ x: torch's backward of that would form a dense rows x cols gradient.
+        y = csr_linear(x.reshape(-1, self.in_features), self.values(), self.crow_indices, self.col_indices,
+                       self.geometry.matrix_shape, self._transpose(x))
         if self.bias is not None:
             y = y + self.bias.repeat_interleave(self.out_features // len(self.bias))
         return y.reshape(*lead, self.out_features)
