@@ -31,11 +31,11 @@ from functools import cached_property
 from math import prod
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..cli import options
 from ..geometry import ConvGeometry, check_memory, format_bytes
 from ..matrix import as_weight_array, build_csr, conv_geometry, estimate_bytes
+from ..neurons import reading_positions
 from ..pattern import axis_nnz, slab_permutation, tap_pattern
 from ..symbolic import kernel_names
 
@@ -203,9 +203,7 @@ class Layer:
 
     def _column_positions(self, col: int):
         """(first output channel of col's group, spatial output positions reading col)."""
-        first = (col // self.pattern.group_cols) * self.geom.out_per_group
-        block = _block_csc(self.geom, first)
-        return first, block.indices[block.indptr[col]:block.indptr[col + 1]].astype(np.int64)
+        return reading_positions(self.geom, col)
 
     def column(self, col: int, limit: int):
         """Rows that read column ``col`` (sorted) with the names and values of their entries.
@@ -235,26 +233,6 @@ class Layer:
         return np.asarray(rows, dtype=np.int64), names, values
 
 
-def _block_csc(geom: ConvGeometry, channel: int) -> sp.csc_array:
-    """Structure of output channel ``channel``'s row block, column-major (cached)."""
-    key = (geom, channel)
-    with _LOCK:
-        return _BLOCK_CACHE[key] if key in _BLOCK_CACHE else _build_block(geom, channel, key)
-
-
-def _build_block(geom: ConvGeometry, channel: int, key) -> sp.csc_array:
-    pattern = tap_pattern(geom)
-    p = pattern.n_positions
-    _, indices, indptr = pattern.fill(None, channel * p, (channel + 1) * p)
-    block = sp.csr_array((np.ones(len(indices), dtype=np.int8), indices, indptr),
-                         shape=(p, geom.matrix_shape[1]))
-    if len(_BLOCK_CACHE) >= 8:
-        _BLOCK_CACHE.pop(next(iter(_BLOCK_CACHE)))
-    _BLOCK_CACHE[key] = block.tocsc()
-    return _BLOCK_CACHE[key]
-
-
-_BLOCK_CACHE: dict = {}
 _LOCK = threading.RLock()
 
 
