@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import convmatrix
-from convmatrix import pattern
+from convmatrix.core import pattern
 from anchors import ANCHORS, max_abs_diff
 import harness
 from cases import Case

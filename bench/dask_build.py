@@ -108,8 +108,8 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where to write the stores (default: a temporary folder)")
     args = ap.parse_args()
 
-    from convmatrix.geometry import format_bytes, parse_bytes
-    from convmatrix.matrix import conv_geometry, describe
+    from convmatrix.core.geometry import format_bytes, parse_bytes
+    from convmatrix.core.matrix import conv_geometry, describe
 
     c, n = args.channels, args.size
     weight = np.random.default_rng(0).standard_normal((c, c, 3, 3)).astype(np.float32)

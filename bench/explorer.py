@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 import convmatrix  # noqa: E402
 from convmatrix.explorer.data import _BLOCK_CACHE, layer_spec  # noqa: E402
 from convmatrix.explorer import Explorer  # noqa: E402
-from convmatrix.pattern import tap_pattern  # noqa: E402
+from convmatrix.core.pattern import tap_pattern  # noqa: E402
 
 SPEC = {"input": "64x56x56", "layers": [layer_spec((64, 64, 3, 3), padding=1)]}
 CHROMIUM = "/usr/bin/chromium"

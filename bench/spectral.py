@@ -1,4 +1,4 @@
-"""Benchmarks of convmatrix.spectral: prints one table per question.
+"""Benchmarks of convmatrix.analysis.spectral: prints one table per question.
 
     python bench/spectral.py          # default run, about a minute or two
     python bench/spectral.py --full   # adds dense SVDs of 16 channels on 16x16 and 24x24, and a 224x224 bracket
@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from convmatrix import conv_matrix  # noqa: E402
-from convmatrix import spectral as S  # noqa: E402
+from convmatrix.analysis import spectral as S  # noqa: E402
 
 
 def timed(f, *a, **kw):

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import convmatrix
-from convmatrix.geometry import parse_bytes
+from convmatrix.core.geometry import parse_bytes
 from strategies import forward_convs, transposed_convs
 
 

@@ -6,8 +6,8 @@ import pytest
 import scipy.sparse as sp
 
 from convmatrix import conv_matrix
-from convmatrix.matrix import build_csr, conv_geometry
-from convmatrix.pattern import tap_pattern
+from convmatrix.core.matrix import build_csr, conv_geometry
+from convmatrix.core.pattern import tap_pattern
 
 from oracles import dense_by_probing, torch_module
 

@@ -189,8 +189,8 @@ def test_large_layer_rows_spot_check(rng):
 
 
 def test_threaded_build_equals_serial(rng):
-    from convmatrix.geometry import ConvGeometry
-    from convmatrix.matrix import build_csr
+    from convmatrix.core.geometry import ConvGeometry
+    from convmatrix.core.matrix import build_csr
 
     w = rng.standard_normal((8, 4, 3, 3))
     for mode in ("zeros", "reflect"):

@@ -29,8 +29,8 @@ import zarr  # noqa: E402
 
 import convmatrix  # noqa: E402
 from convmatrix import distributed as dist  # noqa: E402
-from convmatrix.blocks import block_bounds  # noqa: E402
-from convmatrix.pattern import row_counts  # noqa: E402
+from convmatrix.core.blocks import block_bounds  # noqa: E402
+from convmatrix.core.pattern import row_counts  # noqa: E402
 from oracles import torch_conv, torch_module  # noqa: E402
 
 # name -> (weight shape, input shape, conv kwargs); each is cut into several blocks.

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from convmatrix.lipschitz_net import activation_lipschitz, fold_batch_norm, lipschitz, max_pool_bound
+from convmatrix.analysis.lipschitz_net import activation_lipschitz, fold_batch_norm, lipschitz, max_pool_bound
 
 
 def jacobian_norm(f, shape, seed=0):

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import convmatrix
-from convmatrix.lipschitz_graph import graph_lipschitz
+from convmatrix.analysis.lipschitz_graph import graph_lipschitz
 
 
 class Residual(nn.Module):

@@ -178,8 +178,8 @@ def test_sparse_forward_does_not_rebuild_the_structure(monkeypatch):
     def rebuilt(*args, **kwargs):
         raise AssertionError("the CSR structure was rebuilt in forward")
 
-    monkeypatch.setattr(convmatrix.modules, "torch_csr_structure", rebuilt)
-    monkeypatch.setattr(convmatrix.matrix, "tap_pattern", rebuilt)
+    monkeypatch.setattr(convmatrix.network.modules, "torch_csr_structure", rebuilt)
+    monkeypatch.setattr(convmatrix.core.matrix, "tap_pattern", rebuilt)
     x = torch.randn(3, 2, 4, 5, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(sparse(x.flatten(1)), conv(x).flatten(1), rtol=0, atol=TOL)

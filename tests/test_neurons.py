@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convmatrix
-from convmatrix.neurons import feeds, neuron, parse_index
+from convmatrix.explain.neurons import feeds, neuron, parse_index
 from strategies import forward_convs, transposed_convs
 from oracles import torch_module
 

@@ -107,7 +107,7 @@ def test_operator_bad_input_shape():
 
 
 def test_operator_is_the_function_after_submodule_import():
-    import convmatrix.operator  # noqa: F401  (a submodule of the same name must not shadow it)
-    from convmatrix.operator import ConvOperator
+    import convmatrix.core.operator  # noqa: F401  (a submodule of the same name must not shadow it)
+    from convmatrix.core.operator import ConvOperator
 
     assert isinstance(convmatrix.operator(np.ones((1, 1, 3)), (1, 5)), ConvOperator)

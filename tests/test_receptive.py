@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import convmatrix
-from convmatrix.receptive import receptive_field, receptive_set
+from convmatrix.explain.receptive import receptive_field, receptive_set
 
 # google-research's receptive-field table for TF-slim models (RF, effective stride, effective padding).
 VGG_16 = {

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import convmatrix
-from convmatrix.matrix import torch_csr_transpose
-from convmatrix.modules import csr_linear
+from convmatrix.core.matrix import torch_csr_transpose
+from convmatrix.network.modules import csr_linear
 from oracles import torch_module
 from strategies import forward_convs, transposed_convs
 

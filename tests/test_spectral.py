@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from oracles import dense_by_probing, torch_module
 
 import convmatrix
-from convmatrix import spectral
-from convmatrix.spectral import (is_block_circulant, kernel_norm_vs_layer_norm, singular_values,
+from convmatrix.analysis import spectral
+from convmatrix.analysis.spectral import (is_block_circulant, kernel_norm_vs_layer_norm, singular_values,
                                  spectral_norm, spectral_norm_bounds)
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convmatrix
-from convmatrix.symbolic import symbolic
+from convmatrix.explain.symbolic import symbolic
 from strategies import forward_convs, transposed_convs
 from oracles import dense_by_probing
 

@@ -11,30 +11,30 @@ it lazily, on first use, so ``import convmatrix`` stays light.
 
 from importlib import import_module
 
-from .blocks import conv_matrix_blocks, conv_matrix_channels, conv_matrix_rows
-from .geometry import ConvGeometry
-from .matrix import conv_matrix
-# Eager (NumPy/SciPy only): the function must shadow its own module's name, convmatrix.operator.
-from .operator import operator
-from .signal import convmtx, convmtx2, convolution_matrix
+from .core.blocks import conv_matrix_blocks, conv_matrix_channels, conv_matrix_rows
+from .core.geometry import ConvGeometry
+from .core.matrix import conv_matrix
+# Eager (NumPy/SciPy only): the function must shadow its own module's name, convmatrix.core.operator.
+from .core.operator import operator
+from .core.signal import convmtx, convmtx2, convolution_matrix
 
-# Eager (NumPy only): the function must shadow its own module's name, convmatrix.symbolic.
-from .symbolic import SymbolicMatrix, symbolic
+# Eager (NumPy only): the function must shadow its own module's name, convmatrix.explain.symbolic.
+from .explain.symbolic import SymbolicMatrix, symbolic
 
 __version__ = "0.1.0"
 
 # Public names defined in modules that pull optional dependencies, loaded on first access.
 _LAZY = {
-    "neuron": ".neurons",
-    "feeds": ".neurons",
-    "receptive_field": ".receptive",
-    "receptive_set": ".receptive",
-    "plot_matrix": ".plot",
-    "plot_neuron": ".plot",
-    "plot_receptive_field": ".plot",
-    "from_module": ".modules",
-    "to_linear": ".modules",
-    "SparseConvLinear": ".modules",
+    "neuron": ".explain.neurons",
+    "feeds": ".explain.neurons",
+    "receptive_field": ".explain.receptive",
+    "receptive_set": ".explain.receptive",
+    "plot_matrix": ".explain.plot",
+    "plot_neuron": ".explain.plot",
+    "plot_receptive_field": ".explain.plot",
+    "from_module": ".network.modules",
+    "to_linear": ".network.modules",
+    "SparseConvLinear": ".network.modules",
     "explore": ".explorer",
     "dask_matrix": ".distributed",
     "to_zarr": ".distributed",
@@ -45,12 +45,12 @@ _LAZY = {
     "dask_spectral_norm": ".distributed",
     "to_mlp": ".network.mlp",
     "MaskedActivation": ".network.mlp",
-    "singular_values": ".spectral",
-    "spectral_norm": ".spectral",
-    "spectral_norm_bounds": ".spectral",
-    "plot_spectrum": ".spectral",
-    "kernel_norm_vs_layer_norm": ".spectral",
-    "lipschitz": ".lipschitz_net",
+    "singular_values": ".analysis.spectral",
+    "spectral_norm": ".analysis.spectral",
+    "spectral_norm_bounds": ".analysis.spectral",
+    "plot_spectrum": ".analysis.spectral",
+    "kernel_norm_vs_layer_norm": ".analysis.spectral",
+    "lipschitz": ".analysis.lipschitz_net",
 }
 
 __all__ = [

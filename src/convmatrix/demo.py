@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 import convmatrix
-from convmatrix.geometry import format_bytes
+from convmatrix.core.geometry import format_bytes
 
 
 def _rule(title: str) -> None:

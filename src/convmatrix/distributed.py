@@ -4,7 +4,7 @@ The matrix of a big layer (a 64->64 3x3 layer at 224x224 stores 1.84e9 entries,
 about 22 GB as CSR) need not fit in one memory. :func:`dask_matrix` cuts it into
 row blocks of at most ``block_bytes`` (as CSR) and lets Dask build each block
 where it is needed: the task graph holds only the weight and the geometry,
-and every task builds its rows with the core (:func:`convmatrix.matrix.build_csr`)
+and every task builds its rows with the core (:func:`convmatrix.core.matrix.build_csr`)
 and hands them on as a pydata ``sparse.GCXS`` array (dask's ``matmul`` works on
 those chunks; on SciPy chunks it fails).
 
@@ -36,9 +36,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .blocks import block_bounds
-from .geometry import ConvGeometry, format_bytes
-from .matrix import as_weight_array, build_csr, conv_geometry
+from .core.blocks import block_bounds
+from .core.geometry import ConvGeometry, format_bytes
+from .core.matrix import as_weight_array, build_csr, conv_geometry
 
 try:
     import dask

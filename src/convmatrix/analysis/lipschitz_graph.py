@@ -7,7 +7,7 @@ Lipschitz constant (2-norm) from the network input to that node's value:
   reshapes are already folded into the neighbouring linear map): ``||M||`` times
   the bound of its input; with several inputs the input is their concatenation,
   whose bound is ``sqrt(sum L_i^2)``;
-* ``Act``: the activation's constant (:func:`~convmatrix.lipschitz_net.activation_lipschitz`);
+* ``Act``: the activation's constant (:func:`~convmatrix.analysis.lipschitz_net.activation_lipschitz`);
 * ``Max`` (max pooling over index groups): ``|max(a) - max(b)| <= ||(a - b)_group||``,
   and summing the squares over groups counts every input at most ``m`` times, where
   ``m`` is the most groups one input belongs to, so the constant is ``sqrt(m)``;
@@ -56,7 +56,7 @@ def graph_lipschitz(graph) -> LipschitzReport:
     >>> round(graph_lipschitz(g).bound, 12)
     4.0
     """
-    from .network import Act, Add, Affine, Concat, Input, Max, fuse_affine
+    from ..network import Act, Add, Affine, Concat, Input, Max, fuse_affine
 
     graph = fuse_affine(graph)
     L: dict[int, float] = {}

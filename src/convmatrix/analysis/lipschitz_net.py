@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .matrix import conv_matrix
+from ..core.matrix import conv_matrix
 from .spectral import spectral_norm
 
 __all__ = [
@@ -337,7 +337,7 @@ def lipschitz(model, input_shape=None) -> LipschitzReport:
     """An upper bound on the Lipschitz constant (2-norm) of a torch network, with a per-layer table.
 
     An ONNX file (path or ``onnx.ModelProto``) is read with :func:`convmatrix.network.load`
-    and bounded on its graph (:func:`convmatrix.lipschitz_graph.graph_lipschitz`).
+    and bounded on its graph (:func:`convmatrix.analysis.lipschitz_graph.graph_lipschitz`).
 
     ``model``: an ``nn.Sequential`` or any module ``torch.fx`` can trace, built from
     convolutions (any padding mode, transposed), linear layers, batch norm (eval),
@@ -358,7 +358,7 @@ def lipschitz(model, input_shape=None) -> LipschitzReport:
 
     if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "ModelProto":
         from .lipschitz_graph import graph_lipschitz
-        from .network import load
+        from ..network import load
 
         return graph_lipschitz(load(model, input_shape))
     import torch

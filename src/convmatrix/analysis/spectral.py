@@ -15,7 +15,7 @@ Three exact routes, picked from the geometry:
   Long 2019; Senderovich et al. 2022 for the strided case).
 * **dense SVD** of ``conv_matrix(...)`` when it is small enough (refused, with
   the estimate, above ``max_bytes``).
-* **ARPACK** (``scipy.sparse.linalg``) on the matrix-free :func:`convmatrix.operator` for the top
+* **ARPACK** (``scipy.sparse.linalg``) on the matrix-free :func:`convmatrix.core.operator` for the top
   ``k`` values and for spectral norms of any layer.
 
 Bounds (:func:`spectral_norm_bounds`) never form the matrix: the lower end is
@@ -37,10 +37,10 @@ from math import ceil, prod
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from .geometry import ConvGeometry, available_memory, format_bytes
-from .matrix import as_weight_array, build_csr, conv_geometry, weight_slabs
-from .operator import ConvOperator
-from .pattern import axis_taps
+from ..core.geometry import ConvGeometry, available_memory, format_bytes
+from ..core.matrix import as_weight_array, build_csr, conv_geometry, weight_slabs
+from ..core.operator import ConvOperator
+from ..core.pattern import axis_taps
 
 __all__ = [
     "singular_values",
@@ -228,7 +228,7 @@ def _fourier_gram_bound(slabs, axes) -> float:
 
 # ------------------------------------------------------------ matrix-free operator
 def _conv_operator(w: np.ndarray, geom: ConvGeometry) -> spla.LinearOperator:
-    """The layer as a matrix-free ``LinearOperator`` (:func:`convmatrix.operator`)."""
+    """The layer as a matrix-free ``LinearOperator`` (:func:`convmatrix.core.operator`)."""
     return ConvOperator(w, geom)
 
 

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from ..geometry import format_bytes
+from ..core.geometry import format_bytes
 from . import CLIError
 from .options import add_command, add_conv_options, conv_kwargs, shape
 

@@ -26,8 +26,8 @@ for the original apply unchanged.
 """
 
 def byte_size(text: str) -> int:
-    """``"512MB"`` -> 512000000 (:func:`convmatrix.geometry.parse_bytes`), as an argparse type."""
-    from ..geometry import parse_bytes
+    """``"512MB"`` -> 512000000 (:func:`convmatrix.core.geometry.parse_bytes`), as an argparse type."""
+    from ..core.geometry import parse_bytes
 
     try:
         return parse_bytes(text, "--max-bytes")
@@ -98,7 +98,7 @@ def _run_onnx(path, xs, name):
 
 
 def _table(chain, fmt) -> str:
-    from ..geometry import format_bytes
+    from ..core.geometry import format_bytes
 
     rows = chain.table()
     head = f"{'layer':>5}  {'activation':<14} {'inputs':>10} {'neurons':>10} {'stored entries':>15} {'dense bytes':>12}"
@@ -126,7 +126,7 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from ..geometry import format_bytes
+    from ..core.geometry import format_bytes
     from ..network import export
     from ..network.check import compare
     from ..network.onnx_frontend import from_onnx

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..lipschitz_net import lipschitz
+    from ..analysis.lipschitz_net import lipschitz
 
     print(lipschitz(args.model))
     return 0

@@ -35,7 +35,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..neurons import feeds, neuron
+    from ..explain.neurons import feeds, neuron
 
     fn = feeds if args.feeds else neuron
     print(fn(args.weight_shape, args.input_shape, args.index, **conv_kwargs(args)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..geometry import PADDING_MODES
+from ..core.geometry import PADDING_MODES
 
 
 def shape(text: str) -> tuple[int, ...]:

@@ -36,7 +36,7 @@ def run(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
-    from ..plot import plot_matrix, plot_neuron
+    from ..explain.plot import plot_matrix, plot_neuron
 
     if args.neuron is not None:
         fig = plot_neuron(args.weight_shape, args.input_shape, args.neuron, **conv_kwargs(args))

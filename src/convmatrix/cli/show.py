@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..symbolic import MAX_COLS, MAX_ROWS
+from ..explain.symbolic import MAX_COLS, MAX_ROWS
 from .options import add_command, add_conv_options, add_layer_arguments, conv_kwargs, window
 
 EPILOG = """\
@@ -39,7 +39,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..symbolic import symbolic
+    from ..explain.symbolic import symbolic
 
     m = symbolic(
         args.weight_shape, args.input_shape, rows=args.rows, cols=args.cols,

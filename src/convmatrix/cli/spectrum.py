@@ -53,8 +53,8 @@ def _weight(args) -> np.ndarray:
 
 
 def run(args) -> int:
-    from ..matrix import conv_geometry, describe
-    from ..spectral import (is_block_circulant, kernel_norm_vs_layer_norm, plot_spectrum,
+    from ..core.matrix import conv_geometry, describe
+    from ..analysis.spectral import (is_block_circulant, kernel_norm_vs_layer_norm, plot_spectrum,
                             singular_values, spectral_norm_bounds)
 
     kw = conv_kwargs(args)

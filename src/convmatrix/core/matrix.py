@@ -1,7 +1,7 @@
 """``conv_matrix``: the exact sparse matrix of a convolution, with values.
 
 Geometry first (validation, output shape, memory estimate), pattern second
-(:mod:`convmatrix.pattern`), values third (a gather from the weight).
+(:mod:`convmatrix.core.pattern`), values third (a gather from the weight).
 """
 
 from __future__ import annotations

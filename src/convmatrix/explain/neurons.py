@@ -4,7 +4,7 @@ A *neuron* is one entry of a feature map: one row of M (an output neuron) or
 one column of M (an input neuron). This module answers, for one layer, which
 input neurons an output neuron reads and with which weights (:func:`neuron`),
 and which output neurons an input neuron feeds (:func:`feeds`). Receptive
-fields through whole stacks live in :mod:`convmatrix.receptive`.
+fields through whole stacks live in :mod:`convmatrix.explain.receptive`.
 
 Coordinates convention (used everywhere in convmatrix)
 ------------------------------------------------------
@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .geometry import ConvGeometry
+from ..core.geometry import ConvGeometry
 from .symbolic import entry_weights, kernel_names
 
 __all__ = ["neuron", "feeds", "Neuron", "Fanout", "parse_index", "layer_field", "compose_field", "spatial_pattern"]
@@ -102,8 +102,8 @@ def spatial_pattern(geom: ConvGeometry):
     Within a group every (output, input) channel pair of a layer has this same
     pattern, so structure questions (which neurons are connected) need only it.
     """
-    from .matrix import conv_geometry
-    from .pattern import tap_pattern
+    from ..core.matrix import conv_geometry
+    from ..core.pattern import tap_pattern
 
     kw = geom.conv_kwargs()
     kw.pop("groups")
@@ -142,7 +142,7 @@ def _spatial_columns(spatial):
 
 def _as_layer(weight, input_shape, conv_kwargs):
     """(geometry, weight values or None, names): a weight array, or only its shape (symbolic)."""
-    from .matrix import as_weight_array, conv_geometry
+    from ..core.matrix import as_weight_array, conv_geometry
 
     if np.ndim(weight) == 1:  # a shape: symbols only
         geom = conv_geometry(tuple(weight), input_shape, **conv_kwargs)

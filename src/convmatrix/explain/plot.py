@@ -55,7 +55,7 @@ def plot_matrix(weight_shape, input_shape, *, rows=None, cols=None, annotate: bo
     >>> fig.axes[0].get_title()
     'M: 8 x 9, 32 stored entries (rows 0:8, columns 0:9)'
     """
-    from .matrix import conv_geometry
+    from ..core.matrix import conv_geometry
     from .symbolic import _window
 
     geom = conv_geometry(weight_shape, input_shape, **conv_kwargs)

@@ -19,7 +19,7 @@ any module ``torch.fx`` can trace, where additions and concatenations along the
 channel axis take the union over their paths. Built from convolutions, pooling
 (max, average, adaptive with an integer ratio), padding layers, batch norm,
 dropout, identity and element-wise activations. Positions follow the
-convention of :mod:`convmatrix.neurons`: ``(channel, *position)`` in array-axis
+convention of :mod:`convmatrix.explain.neurons`: ``(channel, *position)`` in array-axis
 order.
 """
 
@@ -228,7 +228,7 @@ def _layer(step: _Step, in_shape: tuple):
     grouped convolution with that padding (asymmetric padding: pad by the larger
     side, then keep the right rows).
     """
-    from .matrix import conv_geometry
+    from ..core.matrix import conv_geometry
 
     mod, cls = step.module, type(step.module).__name__
     nd, channels, spatial = len(in_shape) - 1, in_shape[0], in_shape[1:]

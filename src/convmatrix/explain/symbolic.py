@@ -6,7 +6,7 @@ c, ...`` in C order of the weight (``K[u,i,p,q]`` past 26 entries), ``0`` marks
 a structural zero, ``a+c`` an entry where padding folds several taps onto one
 input neuron; ``|`` stands between image rows of the input and ``||`` between
 input channels. Which kernel entries fill which matrix entry comes from the
-tap pattern (:mod:`convmatrix.pattern`); this module only formats.
+tap pattern (:mod:`convmatrix.core.pattern`); this module only formats.
 
 The same object renders as aligned text, Markdown, LaTeX (``bmatrix``) and
 HTML, and displays itself in Jupyter. Large matrices elide their middle rows
@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .geometry import ConvGeometry
-from .pattern import slab_permutation, tap_pattern
+from ..core.geometry import ConvGeometry
+from ..core.pattern import slab_permutation, tap_pattern
 
 __all__ = ["kernel_names", "symbolic", "SymbolicMatrix", "entry_weights"]
 
@@ -320,7 +320,7 @@ def symbolic(weight_shape, input_shape, *, names=None, weight=None, rows=None, c
         [  0 a+c   b]
     ]
     """
-    from .matrix import as_weight_array, conv_geometry
+    from ..core.matrix import as_weight_array, conv_geometry
 
     if weight is not None:
         weight = as_weight_array(weight)

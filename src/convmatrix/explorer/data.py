@@ -12,7 +12,7 @@ layer and the control it belongs to) and gives a :class:`Stack`, whose methods
 answer the page's queries as JSON-ready dicts: the summary, a window of matrix
 entries, a neuron (what it reads, what it feeds, its formula and its exact
 receptive field through every layer) and a sparsity image. Which input neuron
-meets which kernel entry comes only from :mod:`convmatrix.pattern` (through
+meets which kernel entry comes only from :mod:`convmatrix.core.pattern` (through
 ``tap_pattern``, ``build_csr`` and ``slab_permutation``); nothing here or in the
 page's JavaScript repeats convolution index arithmetic.
 
@@ -33,11 +33,11 @@ from math import prod
 import numpy as np
 
 from ..cli import options
-from ..geometry import ConvGeometry, check_memory, format_bytes
-from ..matrix import as_weight_array, build_csr, conv_geometry, estimate_bytes
-from ..neurons import reading_positions
-from ..pattern import axis_nnz, slab_permutation, tap_pattern
-from ..symbolic import kernel_names
+from ..core.geometry import ConvGeometry, check_memory, format_bytes
+from ..core.matrix import as_weight_array, build_csr, conv_geometry, estimate_bytes
+from ..explain.neurons import reading_positions
+from ..core.pattern import axis_nnz, slab_permutation, tap_pattern
+from ..explain.symbolic import kernel_names
 
 __all__ = ["SpecError", "QueryError", "Layer", "Stack", "build_stack", "default_spec", "layer_spec"]
 

@@ -4,7 +4,7 @@ The explorer shows chains of layers, each a convolution as the explorer's layer 
 can state it. A model becomes such a chain, in order:
 
 - convolutions (forward and transposed) are layers, with the model's weights and biases;
-- pooling is a grouped convolution with a ones kernel (as :mod:`convmatrix.receptive`
+- pooling is a grouped convolution with a ones kernel (as :mod:`convmatrix.explain.receptive`
   treats it): groups = channels, weight ``1/k^d`` for average pooling; for max pooling
   the layer is the window pattern (each output reads one input of its window, which
   one depends on the input values), shown with weight 1;
@@ -29,7 +29,7 @@ from math import prod
 
 import numpy as np
 
-from ..matrix import conv_geometry
+from ..core.matrix import conv_geometry
 from .data import layer_spec
 
 __all__ = ["ModelStack", "from_torch", "from_onnx", "SKIPPED_NOTE", "LEFT_OUT_NOTE"]
@@ -144,7 +144,7 @@ def from_torch(module, input_shape) -> ModelStack:
     """
     import torch
 
-    from ..receptive import _ELEMENTWISE_MODULES, _LAYER_MODULES, _layer, _Step
+    from ..explain.receptive import _ELEMENTWISE_MODULES, _LAYER_MODULES, _layer, _Step
 
     shape = tuple(int(s) for s in input_shape)
     model = ModelStack(shape, source=f"torch {type(module).__name__}")

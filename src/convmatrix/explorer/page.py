@@ -11,8 +11,8 @@ import json
 from importlib import resources
 from math import prod
 
-from ..geometry import format_bytes
-from ..pattern import axis_nnz
+from ..core.geometry import format_bytes
+from ..core.pattern import axis_nnz
 from .data import Stack
 
 __all__ = ["render_page", "static_answers", "estimate_static_bytes", "MAX_PAGE_BYTES"]

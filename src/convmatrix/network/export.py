@@ -13,7 +13,7 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
-from ..geometry import format_bytes
+from ..core.geometry import format_bytes
 from .passes import Chain, Layer
 
 __all__ = ["dense_bytes", "sparse_bytes", "check_relu_chain", "write_onnx", "write_pt", "read_pt",

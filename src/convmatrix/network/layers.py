@@ -15,7 +15,7 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
-from ..matrix import as_weight_array, conv_geometry, conv_matrix
+from ..core.matrix import as_weight_array, conv_geometry, conv_matrix
 
 __all__ = [
     "conv_affine", "linear_affine", "channel_affine", "gather_matrix", "codes",

@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import torch
 
-from ..geometry import check_memory
+from ..core.geometry import check_memory
 from .ir import activation_module
 from .check import ConversionError, check_close, compare  # noqa: F401 (re-exported)
 from .passes import Chain, expand_max, lower

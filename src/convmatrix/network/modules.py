@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .geometry import ConvGeometry
-from .matrix import (
+from ..core.geometry import ConvGeometry
+from ..core.matrix import (
     as_torch_weight, as_weight_array, check_matrix_memory, conv_geometry, conv_matrix, torch_csr,
     torch_csr_structure, torch_csr_transpose, torch_csr_values, weight_slabs,
 )
@@ -139,13 +139,13 @@ class _CSRLinear(torch.autograd.Function):
 def csr_linear(x, values, crow, col, shape, transpose=None):
     """``x @ M.T`` for the CSR matrix ``M = (crow, col, values)`` of ``shape``, differentiable in ``values``.
 
-    ``x`` is ``(batch, shape[1])``. ``transpose`` is :func:`convmatrix.matrix.torch_csr_transpose`
+    ``x`` is ``(batch, shape[1])``. ``transpose`` is :func:`convmatrix.core.matrix.torch_csr_transpose`
     of the structure, needed only for the gradient with respect to ``x``. The
     backward never forms a dense ``shape`` matrix (as torch's sparse matmul does).
 
     Example
     -------
-    >>> from convmatrix.matrix import torch_csr_transpose
+    >>> from convmatrix.core.matrix import torch_csr_transpose
     >>> crow, col = torch.tensor([0, 2, 3]), torch.tensor([0, 2, 1])   # M = [[a, 0, b], [0, c, 0]]
     >>> values = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     >>> x = torch.tensor([[1.0, 10.0, 100.0]], requires_grad=True)

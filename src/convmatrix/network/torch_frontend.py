@@ -208,7 +208,7 @@ class _TorchLoader:
         nd = len(in_shape) - 1
         if cls in ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
             if len(args) == 1 and not kwargs:
-                from ..modules import from_module
+                from .modules import from_module
 
                 M, b = from_module(mod, in_shape)
                 return g.affine([x], M, b, shape=out_shape, name=name)

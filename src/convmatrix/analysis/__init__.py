@@ -1,0 +1,1 @@
+"""Analysis of layers and networks: singular values, spectral norms and Lipschitz bounds."""

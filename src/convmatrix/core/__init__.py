@@ -1,0 +1,1 @@
+"""The core: convolution geometry, the tap pattern, and the matrices built from it (NumPy and SciPy only)."""

@@ -1,0 +1,1 @@
+"""Explanations of a layer's matrix: symbolic entries, neurons, receptive fields and pictures."""
