@@ -12,6 +12,8 @@ import argparse
 import sys
 from importlib import import_module
 
+from .._optional import MissingDependency
+
 # Command modules, in the order ``--help`` lists them.
 COMMANDS = [
     "show",
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except MissingDependency as exc:
+        print(f"{args.command} needs the '{exc.extra}' extra: pip install 'convmatrix[{exc.extra}]'", file=sys.stderr)
+        return 2
     except (CLIError, ValueError, TypeError, OSError) as exc:
         print(f"convmatrix {args.command}: error: {exc}", file=sys.stderr)
         return 2

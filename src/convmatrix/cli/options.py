@@ -5,37 +5,27 @@ from __future__ import annotations
 
 import argparse
 
+from .. import notation
 from ..core.geometry import PADDING_MODES
 
 
-def shape(text: str) -> tuple[int, ...]:
-    """``"2x1x2x2"`` -> ``(2, 1, 2, 2)``."""
-    try:
-        dims = tuple(int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a shape is positive ints joined by 'x' (like 2x1x2x2), got {text!r}")
-    if not dims or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"a shape is positive ints joined by 'x' (like 2x1x2x2), got {text!r}")
-    return dims
+def _argument_type(parse):
+    """An argparse type from a notation parser: its ValueError becomes argparse's one-line error."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parse.__name__
+    convert.__doc__ = parse.__doc__
+    return convert
 
 
-def int_or_tuple(text: str) -> int | tuple[int, ...]:
-    """``"2"`` -> ``2``; ``"2,1"`` -> ``(2, 1)``."""
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int or ints joined by commas (like 2,1), got {text!r}")
-    return values[0] if len(values) == 1 else values
-
-
-def padding(text: str):
-    """An int, ints joined by commas, ``same`` or ``valid``."""
-    if text in ("same", "valid"):
-        return text
-    try:
-        return int_or_tuple(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"padding is an int, ints joined by commas, 'same' or 'valid', got {text!r}")
+shape = _argument_type(notation.shape)
+int_or_tuple = _argument_type(notation.int_or_tuple)
+padding = _argument_type(notation.padding)
+window = _argument_type(notation.window)
+index = _argument_type(notation.index)
 
 
 def add_conv_options(parser: argparse.ArgumentParser) -> None:
@@ -61,26 +51,6 @@ def conv_kwargs(args: argparse.Namespace) -> dict:
         transposed=args.transposed,
         output_padding=args.output_padding,
     )
-
-
-def window(text: str) -> tuple[int, int]:
-    """``"2:5"`` -> ``(2, 5)``: rows or columns 2, 3 and 4."""
-    try:
-        a, b = (int(part) for part in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a window is START:STOP with ints (like 0:10), got {text!r}")
-    return a, b
-
-
-def index(text: str) -> int | tuple[int, ...]:
-    """A neuron: ``"7"`` (flat) or ``"1,1,1"`` (channel, *position)."""
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"a neuron is a flat index or channel,*position ints joined by commas (like 0,1,1), got {text!r}"
-        )
-    return values[0] if len(values) == 1 else values
 
 
 def add_command(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:

@@ -23,7 +23,6 @@ of map l its column n (C-order flattening, as in CONTRACT.md).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import threading
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from math import prod
 
 import numpy as np
 
-from ..cli import options
+from .. import notation
 from ..core.geometry import ConvGeometry, check_memory, format_bytes
 from ..core.matrix import as_weight_array, build_csr, conv_geometry, estimate_bytes
 from ..explain.neurons import reading_positions
@@ -112,7 +111,7 @@ def _field_of(message: str) -> str:
 def _parse(kind, text, layer: int, name: str):
     try:
         return kind(str(text).strip())
-    except argparse.ArgumentTypeError as exc:
+    except ValueError as exc:
         raise SpecError(f"{name}: {exc}", layer, name) from None
 
 
@@ -125,8 +124,8 @@ def _layer_kwargs(spec: dict, i: int) -> dict:
     if not isinstance(spec.get("label", ""), str):  # what the layer is in a model (explore(model))
         raise SpecError(f"layer {i + 1}'s label must be text, got {spec['label']!r}", i)
     kw = {}
-    for name, kind in (("stride", options.int_or_tuple), ("padding", options.padding),
-                       ("dilation", options.int_or_tuple), ("output_padding", options.int_or_tuple)):
+    for name, kind in (("stride", notation.int_or_tuple), ("padding", notation.padding),
+                       ("dilation", notation.int_or_tuple), ("output_padding", notation.int_or_tuple)):
         if name in spec:
             kw[name] = _parse(kind, spec[name], i, name)
     if "groups" in spec:
@@ -440,12 +439,12 @@ def build_stack(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_
     """
     if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list) or not spec["layers"]:
         raise SpecError("the spec must have an input shape and a non-empty list of layers", None, "input")
-    shape = _parse(options.shape, spec.get("input", ""), 0, "input")
+    shape = _parse(notation.shape, spec.get("input", ""), 0, "input")
     model = _model_notes(spec.get("model"))
     layers = []
     for i, ls in enumerate(spec["layers"]):
         kw = _layer_kwargs(ls, i)
-        wshape = _parse(options.shape, ls.get("weight", ""), i, "weight")
+        wshape = _parse(notation.shape, ls.get("weight", ""), i, "weight")
         try:
             geom = conv_geometry(wshape, shape, **kw)
             tmpl = axis_nnz(geom) // geom.out_channels
