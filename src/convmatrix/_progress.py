@@ -8,7 +8,6 @@ everywhere) shows it only when stderr is a terminal. Without tqdm installed (ext
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
 
 __all__ = ["progress_bar"]
 
