@@ -56,3 +56,92 @@ def index(text: str) -> int | tuple[int, ...]:
             f"a neuron is a flat index or channel,*position ints joined by commas (like 0,1,1), got {text!r}"
         ) from None
     return values[0] if len(values) == 1 else values
+
+
+# ----------------------------------------------------------------------------- kernels
+# The classic kernels by name: each a function of the kernel size, so that sizes a name
+# cannot honour are refused with the sizes it takes.
+_KERNEL_TEXT = {
+    "sharpen": "0,-1,0;-1,5,-1;0,-1,0",
+    "laplace": "0,1,0;1,-4,1;0,1,0",
+    "sobel-x": "-1,0,1;-2,0,2;-1,0,1",
+    "sobel-y": "-1,-2,-1;0,0,0;1,2,1",
+    "gauss": "1,2,1;2,4,2;1,2,1",
+}
+KERNEL_NAMES = ("sharpen", "box", "identity", "laplace", "sobel-x", "sobel-y", "gauss")
+
+
+def _kernel_numbers(text: str):
+    """``"1,2;3,4"`` -> a 2-D array; ``/`` separates 3-D slices, a single row is 1-D."""
+    import numpy as np
+
+    def row(part: str) -> list[float]:
+        try:
+            return [float(v) for v in part.split(",")]
+        except ValueError:
+            raise ValueError(f"--kernel: entries are numbers joined by ',' (rows by ';', 3-D slices by '/'), "
+                             f"got {part.strip()!r} in {text!r}") from None
+
+    slices = [[row(r) for r in s.split(";")] for s in text.split("/")]
+    try:
+        values = np.array(slices, dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"--kernel: every row needs the same number of entries and every slice the same number "
+                         f"of rows, got {text!r}") from None
+    if "/" in text:
+        return values
+    return values[0, 0] if ";" not in text else values[0]
+
+
+def kernel(spec: str, kernel_size: tuple[int, ...]):
+    """One kernel from its text (numbers or a classic's name), checked against ``kernel_size``.
+
+    ``;`` separates rows and ``/`` 3-D slices; names: ``sharpen``, ``box`` (all ones), ``identity``
+    (one 1 at the centre), ``laplace``, ``sobel-x``, ``sobel-y`` (its transpose) and ``gauss``
+    (``1,2,1;2,4,2;1,2,1`` / 16). ``box`` and ``identity`` take any size; the others are 3x3.
+
+    >>> kernel("sharpen", (3, 3)).tolist()
+    [[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]]
+    >>> kernel("1,2,3", (3,)).tolist()
+    [1.0, 2.0, 3.0]
+    >>> kernel("1,2;3,4", (3, 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: --kernel '1,2;3,4' is 2x2 but WEIGHT_SHAPE's kernel is 3x3
+    """
+    import numpy as np
+
+    size = "x".join(map(str, kernel_size))
+    name = spec.strip().lower()
+    if name == "box":
+        return np.ones(kernel_size)
+    if name == "identity":
+        values = np.zeros(kernel_size)
+        values[tuple(k // 2 for k in kernel_size)] = 1.0
+        return values
+    if name in _KERNEL_TEXT:
+        if tuple(kernel_size) != (3, 3):
+            raise ValueError(f"--kernel {name} is a 3x3 kernel but WEIGHT_SHAPE's kernel is {size} "
+                             f"(box and identity take any size)")
+        values = _kernel_numbers(_KERNEL_TEXT[name])
+        return values / 16 if name == "gauss" else values
+    if not any(c.isdigit() for c in name):
+        raise ValueError(f"--kernel is numbers like '0,-1,0;-1,5,-1;0,-1,0' or one of {', '.join(KERNEL_NAMES)}; "
+                         f"got {spec!r}")
+    values = _kernel_numbers(spec)
+    if values.shape != tuple(kernel_size):
+        got = "x".join(map(str, values.shape)) or "a single number"
+        raise ValueError(f"--kernel {spec!r} is {got} but WEIGHT_SHAPE's kernel is {size}")
+    return values
+
+
+def numbers(text: str, name: str) -> tuple[float, ...]:
+    """``"0.5"`` or ``"1,-2,0.5"`` -> floats; the error names the option ``name``.
+
+    >>> numbers("1,-2.5", "--bias")
+    (1.0, -2.5)
+    """
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{name} is a number or numbers joined by ',' (like 0.5 or 1,-2), got {text!r}") from None

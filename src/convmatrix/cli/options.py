@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import notation
+from . import CLIError
 from ..core.geometry import PADDING_MODES
 
 
@@ -65,3 +66,73 @@ def add_layer_arguments(parser: argparse.ArgumentParser, weight_example: str = "
                         help=f"e.g. {weight_example} (C_out x C_in/groups x kernel; transposed: C_in x C_out/groups x kernel)")
     parser.add_argument("input_shape", type=shape, metavar="INPUT_SHAPE",
                         help=f"e.g. {input_example} (channels x spatial, no batch axis)")
+
+
+# ------------------------------------------------------------------ layer values
+def add_weight_options(parser: argparse.ArgumentParser) -> None:
+    """``--weight FILE``, ``--kernel SPEC`` and ``--bias B``: numbers for a layer given by its shapes."""
+    g = parser.add_argument_group("layer values (default: kernel entries as names)")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--weight", metavar="FILE",
+                     help="the weight, of exactly WEIGHT_SHAPE: a .npy file, or a .pt/.pth file holding one tensor")
+    src.add_argument("--kernel", metavar="SPEC",
+                     help="one kernel repeated over every (output, input) channel pair: numbers with ',' between "
+                     "entries, ';' between rows, '/' between 3-D slices (\"0,-1,0;-1,5,-1;0,-1,0\"), or one of "
+                     + ", ".join(notation.KERNEL_NAMES))
+    g.add_argument("--bias", metavar="B", help="one number, or one per output channel joined by ','")
+
+
+def _load_weight(path: str):
+    import numpy as np
+
+    if path.lower().endswith((".pt", ".pth")):
+        from .._optional import require
+
+        torch = require("torch", extra="torch", feature="--weight FILE.pt")
+        try:
+            value = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError) as exc:
+            raise CLIError(f"--weight {path}: cannot read it as a torch file ({exc})".splitlines()[0]) from None
+        if not isinstance(value, torch.Tensor):
+            raise CLIError(f"--weight {path} must hold one tensor, it holds a {type(value).__name__}")
+        return value.detach().cpu().numpy()
+    if not path.lower().endswith(".npy"):
+        raise CLIError(f"--weight takes a .npy, .pt or .pth file, got {path!r}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--weight {path}: cannot read it as a .npy file ({exc})".splitlines()[0]) from None
+
+
+def layer_values(args: argparse.Namespace):
+    """``(weight, bias)`` from ``--weight``/``--kernel``/``--bias`` (each None when not given).
+
+    The weight has exactly ``args.weight_shape``; the bias one number per output channel.
+    """
+    import numpy as np
+
+    wshape = tuple(args.weight_shape)
+    weight = None
+    if getattr(args, "weight", None):
+        weight = _load_weight(args.weight)
+        if weight.shape != wshape:
+            raise CLIError(f"--weight {args.weight} has shape {'x'.join(map(str, weight.shape))}, "
+                           f"but WEIGHT_SHAPE is {'x'.join(map(str, wshape))}")
+    elif getattr(args, "kernel", None):
+        try:
+            one = notation.kernel(args.kernel, wshape[2:])
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        weight = np.broadcast_to(one, wshape).copy()
+    bias = None
+    if getattr(args, "bias", None) is not None:
+        try:
+            values = np.array(notation.numbers(args.bias, "--bias"))
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        groups = getattr(args, "groups", 1) or 1
+        out_channels = wshape[1] * groups if getattr(args, "transposed", False) else wshape[0]
+        if values.size not in (1, out_channels):
+            raise CLIError(f"--bias needs one number or {out_channels} (one per output channel), got {values.size}")
+        bias = np.broadcast_to(values, (out_channels,)).copy()
+    return weight, bias
