@@ -15,7 +15,14 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
-__all__ = ["MissingDependency", "require"]
+__all__ = ["EXTRAS", "MissingDependency", "missing_extra", "require"]
+
+# The extra of pyproject.toml that installs each optional top-level package.
+EXTRAS = {
+    "torch": "torch", "onnx": "onnx", "onnxruntime": "onnx", "matplotlib": "plot", "dask": "dask",
+    "distributed": "dask", "zarr": "dask", "sparse": "dask", "starlette": "web", "uvicorn": "web",
+    "tqdm": "progress", "sympy": "sympy",
+}
 
 
 class MissingDependency(ImportError):
@@ -26,10 +33,25 @@ class MissingDependency(ImportError):
         super().__init__(f"{feature} needs the '{extra}' extra: pip install 'convmatrix[{extra}]'", name=module)
 
 
-def require(module: str, *, extra: str, feature: str | None = None) -> ModuleType:
+def missing_extra(exc: ImportError) -> str | None:
+    """The extra that would cure ``exc`` when it is an optional package that is not installed.
+
+    >>> missing_extra(ModuleNotFoundError("No module named 'onnx'", name="onnx"))
+    'onnx'
+    >>> missing_extra(ModuleNotFoundError("No module named 'foo'", name="foo")) is None
+    True
+    """
+    if isinstance(exc, MissingDependency):
+        return exc.extra
+    name = getattr(exc, "name", None)
+    return EXTRAS.get(name.split(".")[0]) if name else None
+
+
+def require(module: str, *, extra: str | None = None, feature: str | None = None) -> ModuleType:
     """Import ``module`` (dotted names allowed) or raise :class:`MissingDependency`.
 
-    ``feature`` names what needs it in the message (default: the module's name).
+    ``extra`` defaults to the one :data:`EXTRAS` names; ``feature`` names what needs it in the
+    message (default: the module's name).
 
     >>> require("numpy", extra="core").__name__
     'numpy'
@@ -45,4 +67,4 @@ def require(module: str, *, extra: str, feature: str | None = None) -> ModuleTyp
         # Only the package itself missing is a missing extra; an error inside it is its own.
         if exc.name is not None and exc.name.split(".")[0] != top:
             raise
-        raise MissingDependency(feature or module, extra, module) from None
+        raise MissingDependency(feature or module, extra or EXTRAS.get(top, top), module) from None

@@ -12,7 +12,7 @@ import argparse
 import sys
 from importlib import import_module
 
-from .._optional import MissingDependency
+from .._optional import missing_extra
 
 # Command modules, in the order ``--help`` lists them.
 COMMANDS = [
@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except MissingDependency as exc:
-        print(f"{args.command} needs the '{exc.extra}' extra: pip install 'convmatrix[{exc.extra}]'", file=sys.stderr)
+    except ImportError as exc:
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        print(f"{args.command} needs the '{extra}' extra: pip install 'convmatrix[{extra}]'", file=sys.stderr)
         return 2
     except (CLIError, ValueError, TypeError, OSError) as exc:
         print(f"convmatrix {args.command}: error: {exc}", file=sys.stderr)
