@@ -1,4 +1,4 @@
-"""``make demo``: the seed question's example end to end, then a real-size layer.
+"""``make demo``: the classic 2x1x2x2 example end to end, then a real-size layer.
 
 Run with ``python -m convmatrix.demo``.
 """
@@ -17,10 +17,10 @@ def _rule(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 72 - len(title)))
 
 
-def seed_example() -> None:
+def small_example() -> None:
     import torch
 
-    _rule("A conv layer is a fully connected layer: the seed question's example")
+    _rule("A conv layer is a fully connected layer: a 2x1x2x2 kernel on a 3x3 image")
     print("Input x: 1 channel of 3x3; kernel K: 2 output channels of 2x2 (entries a..h), no padding.")
     print("Each row of M is one output neuron; each column one input neuron.\n")
     print("convmatrix.symbolic((2, 1, 2, 2), (1, 3, 3)):")
@@ -69,7 +69,7 @@ def large_layer() -> None:
 
 
 def main() -> None:
-    seed_example()
+    small_example()
     large_layer()
     _rule("More")
     print("convmatrix show 2x1x2x2 1x3x3 --padding 1    the symbolic matrix of any layer")
