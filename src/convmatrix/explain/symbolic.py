@@ -34,8 +34,10 @@ __all__ = ["kernel_names", "symbolic", "SymbolicMatrix", "entry_weights", "forma
 #: Default limits before the middle rows / columns are elided.
 MAX_ROWS = 200
 MAX_COLS = 200
-#: The most rows and columns :meth:`SymbolicMatrix.to_latex` shows before eliding the middle.
-MAX_LATEX = 64
+#: The most rows and columns :meth:`SymbolicMatrix.to_latex` shows before eliding the middle
+#: (TeX runs out of memory near 200 x 200 cells).
+MAX_LATEX_ROWS = 100
+MAX_LATEX_COLS = 64
 #: The largest window :meth:`SymbolicMatrix.to_sympy` builds (a dense sympy matrix).
 MAX_SYMPY_ENTRIES = 1_000_000
 
@@ -279,11 +281,12 @@ class SymbolicMatrix:
         separators are vertical rules of the column spec (``|``, ``||``); elided rows
         and columns show ``\vdots``, ``\cdots`` and ``\ddots``; ``K[0,1,2,2]`` becomes
         ``K_{0,1,2,2}``. With a bias it reads ``[M] x + [b]``. Custom ``names`` are
-        written as given (so they may be LaTeX themselves). At most :data:`MAX_LATEX`
-        rows and columns are shown (TeX runs out of memory near 200 x 200 cells).
+        written as given (so they may be LaTeX themselves). At most :data:`MAX_LATEX_ROWS`
+        rows and :data:`MAX_LATEX_COLS` columns are shown (TeX runs out of memory near
+        200 x 200 cells); ``rows=`` and ``cols=`` choose which.
         """
-        row_ids, col_ids, grid = self.cells(*(MAX_LATEX if m is None else min(m, MAX_LATEX)
-                                              for m in (self.max_rows, self.max_cols)))
+        row_ids, col_ids, grid = self.cells(*(cap if m is None else min(m, cap) for m, cap in
+                                              ((self.max_rows, MAX_LATEX_ROWS), (self.max_cols, MAX_LATEX_COLS))))
         rule = {" ": "", "|": "|", "||": "||"}
         align = "r" if self.weight is not None else "c"
         spec = align + "".join(rule[s] + align for s in self._separators(col_ids))
