@@ -116,6 +116,8 @@ def test_show_sharpen_rows_are_conv_matrix_rows():
     r = cli("show", "3x1x3x3", "1x5x5", "--kernel", "sharpen", "--rows", "0:2")
     assert r.returncode == 0, r.stderr
     assert r.stdout == ASKER_ROWS
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    assert "$ convmatrix show 3x1x3x3 1x5x5 --kernel sharpen --rows 0:2\n" + ASKER_ROWS in readme
     K = np.broadcast_to(SHARPEN, (3, 1, 3, 3))
     assert r.stdout == str(convmatrix.symbolic((3, 1, 3, 3), (1, 5, 5), weight=K, rows=(0, 2))) + "\n"
     rows = np.array(parse_text(r.stdout.strip()), dtype=float)
