@@ -291,6 +291,8 @@ def test_bias_rows_give_torch_output(shape, input_shape, kw, rng):
     assert scalar.endswith("]  - 0.5")
     md = symbolic(shape, input_shape, bias=b, precision=3, **kw).to_markdown().split("\n")
     assert md[0].endswith("| + b |") and md[2].endswith(f"| {float(b[0]):.3g} |")
+    page = symbolic(shape, input_shape, bias=b, max_rows=None, **kw).to_html()
+    assert page.count('<td class="bias"') == len(M) and f"{'+' if b[0] >= 0 else '-'} {abs(b[0]):.4g}<" in page
 
 
 def test_bias_errors():
@@ -394,6 +396,16 @@ def test_to_sympy_substituted_is_conv_matrix(layer, seed):
     N = symbolic(shape, input_shape, weight=w, **kw).to_sympy()
     assert all(isinstance(v, sympy.Integer) for v in N)
     np.testing.assert_array_equal(np.array(N, dtype=float), got)
+
+
+def test_to_sympy_names_the_missing_extra(monkeypatch):
+    import sys
+
+    from convmatrix._optional import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "sympy", None)
+    with pytest.raises(MissingDependency, match=r"to_sympy needs the 'sympy' extra: pip install 'convmatrix\[sympy\]'"):
+        symbolic((2, 1, 2, 2), (1, 3, 3)).to_sympy()
 
 
 def test_to_sympy_names_sums_floats_and_window():
