@@ -235,7 +235,7 @@ def test_format_number():
     assert format_number(np.pi, 2) == "3.1" and format_number(np.pi, 8) == "3.1415927"
 
 
-@settings(max_examples=25)
+@settings(max_examples=12)
 @given(layers(), st.integers(0, 2**31 - 1))
 def test_numbers_are_conv_matrix(layer, seed):
     shape, input_shape, kw = layer
@@ -379,7 +379,7 @@ def test_to_sympy_reproduces_the_answer(shared_dir):
     assert str(got[0]) == "a + 2*b + 4*c + 5*d" and str(got[1]) == "2*a + 3*b + 5*c + 6*d"
 
 
-@settings(max_examples=15)
+@settings(max_examples=10)
 @given(layers(), st.integers(0, 2**31 - 1))
 def test_to_sympy_substituted_is_conv_matrix(layer, seed):
     import sympy
