@@ -251,7 +251,8 @@ def test_numbers_are_conv_matrix(layer, seed):
     n = len(inner[0].split())
     width = (len(inner[0]) - (n - 1)) // n
     cells = [line[k:k + width] for line in inner for k in range(0, len(line), width + 1)]
-    assert len({c.index(".") for c in cells if "." in c and c.strip() != "..."}) <= 1  # every decimal point at one offset in its cell
+    points = {c.index(".") for c in cells if "." in c and c.strip() != "..."}
+    assert len(points) <= 1  # every decimal point at one offset in its cell
     tokens = [c.strip() for c in cells]
     assert all(len(t.lstrip("-").replace(".", "").lstrip("0")) <= 4 or "e" in t for t in tokens)  # precision 4
 

@@ -94,7 +94,8 @@ def plot_matrix(weight_shape, input_shape, *, rows=None, cols=None, annotate: bo
         annotate = len(r) * len(c) <= 900
     if annotate:
         for (row, col), text in labels.items():
-            ax.text(col, row, text, ha="center", va="center", fontsize=7, color="white" if code[row, col] == n else "black")
+            ax.text(col, row, text, ha="center", va="center", fontsize=7,
+                    color="white" if code[row, col] == n else "black")
     if n <= 26:  # a legend: which colour is which kernel entry
         from matplotlib.patches import Patch
 
