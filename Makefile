@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Tests spread over both cores; set JOBS=1 to run serially.
 JOBS   ?= 2
 
-.PHONY: demo test bench install chromium clean
+.PHONY: demo test bench install chromium latex clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,17 @@ chromium:
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  echo "WARNING: could not install chromium; browser tests will be skipped"; }
 
+# pdflatex for the LaTeX rendering tests, from Debian's texlive-latex-base.
+latex:
+	@command -v pdflatex >/dev/null 2>&1 || { \
+	  echo "installing texlive-latex-base (Debian package) for the LaTeX tests"; \
+	  (apt-get update -qq && apt-get install -y -qq texlive-latex-base >/dev/null) || \
+	  echo "WARNING: could not install texlive-latex-base; LaTeX tests will be skipped"; }
+
 demo: $(STAMP)
 	$(PY) -m convmatrix.demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium latex
 	$(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider
 
 # The anchors are optional: one that cannot be installed is reported as missing.

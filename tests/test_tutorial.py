@@ -1,4 +1,5 @@
-"""docs/tutorial.md runs: every ```python block executes, and a ```text block right after one is its output."""
+"""docs/tutorial.md runs: every ```python block executes, and a ```text block right after one is its output;
+every ```console block's ``$ convmatrix ...`` lines run, printing the lines under them."""
 
 from __future__ import annotations
 
@@ -39,6 +40,31 @@ def run_tutorial(workdir: str) -> list[tuple[str, str, str]]:
     finally:
         os.chdir(cwd)
     return results
+
+
+def console_commands(text: str) -> list[tuple[str, str]]:
+    """(command, expected output) for every ``$ convmatrix ...`` line of the ```console blocks."""
+    found = []
+    for lang, body in blocks(text):
+        if lang == "console":
+            for part in re.split(r"^\$ ", body, flags=re.M)[1:]:
+                command, _, output = part.partition("\n")
+                found.append((command, output))
+    return found
+
+
+def test_tutorial_console_blocks_print_what_they_say(capsys):
+    import shlex
+
+    from convmatrix.cli import main
+
+    commands = console_commands(open(TUTORIAL, encoding="utf-8").read())
+    assert len(commands) >= 2
+    for command, expected in commands:
+        argv = shlex.split(command)
+        assert argv[0] == "convmatrix"
+        assert main(argv[1:]) == 0, command
+        assert capsys.readouterr().out == expected, command
 
 
 def test_tutorial_runs_and_prints_what_it_says(tmp_path):

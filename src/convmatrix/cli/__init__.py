@@ -28,7 +28,9 @@ COMMANDS = [
 
 EPILOG = """\
 examples:
-  convmatrix show 2x1x2x2 1x3x3            the seed question's 8x9 matrix, kernel entries as letters
+  convmatrix show 2x1x2x2 1x3x3            the 8x9 matrix of a 2x1x2x2 kernel, entries as letters
+  convmatrix show 3x1x3x3 1x5x5 --kernel sharpen --rows 0:2
+                                           two rows of M with a sharpen kernel's numbers
   convmatrix show 3x1x3x3 1x5x5 --padding 1 --stride 2
   convmatrix convert model.onnx -o mlp.onnx
   convmatrix build 64x64x3x3 64x224x224 --padding 1 --out conv.zarr --block-bytes 512MB

@@ -20,7 +20,7 @@ from math import prod
 import numpy as np
 
 from .neurons import neuron
-from .symbolic import entry_weights, kernel_names
+from .symbolic import entry_weights, kernel_names, symbolic
 
 __all__ = ["plot_matrix", "plot_neuron", "plot_receptive_field"]
 
@@ -44,12 +44,13 @@ def _colors(n: int):
 
 
 def plot_matrix(weight_shape, input_shape, *, rows=None, cols=None, annotate: bool | None = None,
-                **conv_kwargs):
+                weight=None, **conv_kwargs):
     """The sparsity pattern of M, coloured by kernel entry, with block boundaries.
 
     ``rows`` / ``cols``: ``(start, stop)`` windows. Entries where padding folds
     several taps are drawn black (their names say which, when annotated).
-    ``annotate``: write the kernel names in the cells (default: when small).
+    ``annotate``: write the kernel names in the cells (default: when small);
+    with ``weight`` (an array of ``weight_shape``) the cells show its numbers.
 
     >>> fig = plot_matrix((2, 1, 2, 2), (1, 3, 3))
     >>> fig.axes[0].get_title()
@@ -68,6 +69,9 @@ def plot_matrix(weight_shape, input_shape, *, rows=None, cols=None, annotate: bo
         )
     names = kernel_names(geom.weight_shape)
     n = len(names)
+    values = None if weight is None else symbolic(weight_shape, input_shape, weight=weight, rows=(r.start, r.stop),
+                                                  cols=(c.start, c.stop), max_rows=None, max_cols=None,
+                                                  **conv_kwargs).cells()[2]
     code = np.full((len(r), len(c)), -1, dtype=np.int64)
     labels = {}
     indptr, indices, tap_ptr, widx = entry_weights(geom, r.start, r.stop)
@@ -77,7 +81,7 @@ def plot_matrix(weight_shape, input_shape, *, rows=None, cols=None, annotate: bo
             if 0 <= col < len(c):
                 taps = sorted(widx[tap_ptr[e]:tap_ptr[e + 1]])
                 code[row, col] = taps[0] if len(taps) == 1 else n
-                labels[row, col] = "+".join(names[t] for t in taps)
+                labels[row, col] = "+".join(names[t] for t in taps) if values is None else values[row][col]
     from matplotlib.colors import ListedColormap
 
     fig = _figure(figsize=(min(2 + 0.35 * len(c), 16), min(1.5 + 0.35 * len(r), 16)))
@@ -90,7 +94,8 @@ def plot_matrix(weight_shape, input_shape, *, rows=None, cols=None, annotate: bo
         annotate = len(r) * len(c) <= 900
     if annotate:
         for (row, col), text in labels.items():
-            ax.text(col, row, text, ha="center", va="center", fontsize=7, color="white" if "+" in text else "black")
+            ax.text(col, row, text, ha="center", va="center", fontsize=7,
+                    color="white" if code[row, col] == n else "black")
     if n <= 26:  # a legend: which colour is which kernel entry
         from matplotlib.patches import Patch
 

@@ -1,16 +1,19 @@
-"""Symbolic matrices: every entry of M written as the name of the kernel entry that fills it.
+r"""Symbolic matrices: every entry of M written as the name of the kernel entry that fills it.
 
-``str(symbolic((2, 1, 2, 2), (1, 3, 3)))`` is the 8x9 matrix of the seed
-question's answer, character for character: kernel entries are named ``a, b,
-c, ...`` in C order of the weight (``K[u,i,p,q]`` past 26 entries), ``0`` marks
-a structural zero, ``a+c`` an entry where padding folds several taps onto one
-input neuron; ``|`` stands between image rows of the input and ``||`` between
-input channels. Which kernel entries fill which matrix entry comes from the
-tap pattern (:mod:`convmatrix.core.pattern`); this module only formats.
+``str(symbolic((2, 1, 2, 2), (1, 3, 3)))`` is the 8x9 matrix of the 2x1x2x2
+example, laid out as that example is usually written by hand: kernel entries
+are named ``a, b, c, ...`` in C order of the weight (``K[u,i,p,q]`` past 26
+entries), ``0`` marks a structural zero, ``a+c`` an entry where padding folds
+several taps onto one input neuron; ``|`` stands between image rows of the
+input and ``||`` between input channels. Which kernel entries fill which
+matrix entry comes from the tap pattern (:mod:`convmatrix.core.pattern`); this module only formats.
 
-The same object renders as aligned text, Markdown, LaTeX (``bmatrix``) and
-HTML, and displays itself in Jupyter. Large matrices elide their middle rows
-and columns; ``rows=`` and ``cols=`` ask for a window.
+With ``weight=`` the entries are numbers instead of names (``bias=`` adds each
+row's bias). The same object renders as aligned text, Markdown, LaTeX (an
+``array`` in ``\left[ \right]``, any width) and HTML, displays itself in
+Jupyter, and becomes a ``sympy.Matrix`` (:meth:`SymbolicMatrix.to_sympy`).
+Large matrices elide their middle rows and columns; ``rows=`` and ``cols=``
+ask for a window.
 """
 
 from __future__ import annotations
@@ -26,11 +29,17 @@ import numpy as np
 from ..core.geometry import ConvGeometry
 from ..core.pattern import slab_permutation, tap_pattern
 
-__all__ = ["kernel_names", "symbolic", "SymbolicMatrix", "entry_weights"]
+__all__ = ["kernel_names", "symbolic", "SymbolicMatrix", "entry_weights", "format_number"]
 
 #: Default limits before the middle rows / columns are elided.
 MAX_ROWS = 200
 MAX_COLS = 200
+#: The most rows and columns :meth:`SymbolicMatrix.to_latex` shows before eliding the middle
+#: (TeX runs out of memory near 200 x 200 cells).
+MAX_LATEX_ROWS = 100
+MAX_LATEX_COLS = 64
+#: The largest window :meth:`SymbolicMatrix.to_sympy` builds (a dense sympy matrix).
+MAX_SYMPY_ENTRIES = 1_000_000
 
 _K_NAME = re.compile(r"^K\[([0-9,]+)\]$")
 
@@ -92,11 +101,45 @@ def _shown(window: range, limit: int | None) -> list[int | None]:
     return [*window[:head], None, *window[len(window) - (limit - head):]]
 
 
-def _fmt_number(v, precision: int) -> str:
+def format_number(v, precision: int = 4) -> str:
+    """A number as a matrix entry: integers in full without a decimal point, others with
+    ``precision`` significant digits.
+
+    >>> [format_number(v) for v in (5.0, -1.0, 0.0625, 1 / 3, 123456.0, -0.0)]
+    ['5', '-1', '0.0625', '0.3333', '123456', '0']
+    """
     if isinstance(v, complex) or np.iscomplexobj(v):
-        return format(complex(v), f".{precision}g")
+        v = complex(v)
+        if v.imag != 0:
+            return format(v, f".{precision}g")
+        v = v.real
     v = float(v)
-    return "0" if v == 0 else format(v, f".{precision}g")
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return format(v, f".{precision}g")
+
+
+def _aligner(tokens: list[str], numeric: bool):
+    """A function padding every token to one common width: numbers aligned on their decimal
+    point, names right-aligned."""
+    if not numeric:
+        width = max((len(t) for t in tokens), default=1)
+        return lambda t: t.rjust(width)
+
+    def split(t: str) -> tuple[str, str]:
+        k = t.find(".")
+        return (t, "") if k < 0 else (t[:k], t[k:])
+
+    parts = [split(t) for t in tokens]
+    left = max((len(a) for a, _ in parts), default=1)
+    right = max((len(b) for _, b in parts), default=0)
+    return lambda t: split(t)[0].rjust(left) + split(t)[1].ljust(right)
+
+
+def _signed(b: float, precision: int) -> tuple[str, str]:
+    """A bias as ``(sign, magnitude)``: ``('+', '0.5')``, ``('-', '2')``."""
+    text = format_number(b, precision)
+    return ("-", text[1:]) if text.startswith("-") else ("+", text)
 
 
 class SymbolicMatrix:
@@ -104,22 +147,24 @@ class SymbolicMatrix:
 
     Build it with :func:`symbolic`. ``str()`` gives the aligned text layout;
     :meth:`to_markdown`, :meth:`to_latex` and :meth:`to_html` the other
-    renderings; :meth:`cells` the shown entries as strings.
+    renderings; :meth:`to_sympy` a ``sympy.Matrix``; :meth:`cells` the shown
+    entries as strings.
     """
 
     def __init__(self, geometry: ConvGeometry, names: list[str], weight: np.ndarray | None,
                  rows: range, cols: range, max_rows: int | None, max_cols: int | None,
-                 separators: bool, precision: int):
+                 separators: bool, precision: int, bias: np.ndarray | None = None):
         self.geometry = geometry
         self.names = names
         self.weight = weight
+        self.bias = bias
         self.rows = rows
         self.cols = cols
         self.max_rows = max_rows
         self.max_cols = max_cols
         self.separators = separators
         self.precision = precision
-        self._cells = None
+        self._cells: dict = {}
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -128,26 +173,41 @@ class SymbolicMatrix:
 
     def _entry(self, widx: np.ndarray) -> str:
         if self.weight is not None:
-            return _fmt_number(self.weight[widx].sum(), self.precision)
+            return format_number(self.weight[widx].sum(), self.precision)
         return "+".join(self.names[i] for i in sorted(widx))
 
-    def cells(self) -> tuple[list[int | None], list[int | None], list[list[str] | None]]:
+    def _row_bias(self, row: int) -> float:
+        """The bias of matrix row ``row``: that of its output channel."""
+        return float(self.bias[row // prod(self.geometry.output_size)])
+
+    def _window_entries(self, rows: list[int | None]):
+        """Per run of consecutive rows (``None`` kept): (start, stop, indptr, indices, tap_ptr, widx)."""
+        for run in _runs(rows):
+            yield None if run is None else (*run, *entry_weights(self.geometry, *run))
+
+    def cells(self, max_rows: int | None = -1, max_cols: int | None = -1
+              ) -> tuple[list[int | None], list[int | None], list[list[str] | None]]:
         """(row ids, column ids, grid): the shown rows and columns (``None`` where elided)
-        and, per shown row, the text of every shown column (``None`` for the elided row)."""
-        if self._cells is not None:
-            return self._cells
-        row_ids = _shown(self.rows, self.max_rows)
-        col_ids = _shown(self.cols, self.max_cols)
+        and, per shown row, the text of every shown column (``None`` for the elided row).
+
+        ``max_rows`` / ``max_cols`` override the object's elision limits (``-1``: keep them).
+        """
+        limits = (self.max_rows if max_rows == -1 else max_rows, self.max_cols if max_cols == -1 else max_cols)
+        if limits not in self._cells:
+            self._cells[limits] = self._grid(*limits)
+        return self._cells[limits]
+
+    def _grid(self, max_rows: int | None, max_cols: int | None):
+        row_ids = _shown(self.rows, max_rows)
+        col_ids = _shown(self.cols, max_cols)
         where = {c: k for k, c in enumerate(col_ids) if c is not None}
         blank = ["..." if c is None else "0" for c in col_ids]
         grid: list[list[str] | None] = []
-        runs = _runs(row_ids)
-        for run in runs:
+        for run in self._window_entries(row_ids):
             if run is None:
                 grid.append(None)
                 continue
-            a, b = run
-            indptr, indices, tap_ptr, widx = entry_weights(self.geometry, a, b)
+            a, b, indptr, indices, tap_ptr, widx = run
             for r in range(b - a):
                 line = list(blank)
                 for e in range(int(indptr[r]), int(indptr[r + 1])):
@@ -155,8 +215,7 @@ class SymbolicMatrix:
                     if k is not None:
                         line[k] = self._entry(widx[tap_ptr[e]:tap_ptr[e + 1]])
                 grid.append(line)
-        self._cells = (row_ids, col_ids, grid)
-        return self._cells
+        return row_ids, col_ids, grid
 
     def _separator(self, left: int | None, right: int | None) -> str:
         """What stands between two shown columns: ``||`` across input channels,
@@ -169,62 +228,88 @@ class SymbolicMatrix:
         last = self.geometry.input_size[-1]
         return "|" if left // last != right // last else " "
 
+    def _separators(self, col_ids: list[int | None]) -> list[str]:
+        return [self._separator(a, b) for a, b in zip(col_ids, col_ids[1:])]
+
     # ------------------------------------------------------------------ renderers
     def to_text(self) -> str:
-        """The layout of the seed's answer: ``[``, one indented line per row, ``]``."""
+        """The layout of the 2x1x2x2 example: ``[``, one indented line per row, ``]``.
+
+        Numbers are aligned on their decimal point. With a bias, each row ends with
+        ``+ b`` (its neuron's bias), so row ``i`` reads ``m_i . x + b_i``.
+        """
         row_ids, col_ids, grid = self.cells()
-        width = max((len(t) for line in grid if line for t in line), default=1)
-        seps = [self._separator(a, b) for a, b in zip(col_ids, col_ids[1:])]
+        pad = _aligner([t for line in grid if line for t in line], self.weight is not None)
+        seps = self._separators(col_ids)
+        biases = {r: _signed(self._row_bias(r), self.precision) for r in row_ids
+                  if r is not None and self.bias is not None}
+        pad_bias = _aligner([m for _, m in biases.values()], True)
         lines = ["["]
-        for line in grid:
+        for r, line in zip(row_ids, grid):
             if line is None:
                 lines.append("    ...")
                 continue
-            parts = [line[0].rjust(width)]
+            parts = [pad(line[0])]
             for sep, token in zip(seps, line[1:]):
-                parts += [sep, token.rjust(width)]
-            lines.append("    [" + "".join(parts) + "]")
+                parts += [sep, pad(token)]
+            tail = f"  {biases[r][0]} {pad_bias(biases[r][1])}".rstrip() if r in biases else ""
+            lines.append("    [" + "".join(parts) + "]" + tail)
         lines.append("]")
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
-        """A Markdown table: rows labelled by output neuron, columns by input neuron."""
+        """A Markdown table: rows labelled by output neuron, columns by input neuron
+        (and a last column ``+ b`` with the bias, when given)."""
         row_ids, col_ids, grid = self.cells()
         ins, outs = self.geometry.input_shape, self.geometry.output_shape
         head = ["y \\ x"] + ["..." if c is None else _coords("x", c, ins) for c in col_ids]
+        head += ["+ b"] if self.bias is not None else []
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r, line in zip(row_ids, grid):
-            cells = ["⋮"] * len(col_ids) if line is None else line
+            cells = ["⋮"] * len(col_ids) if line is None else list(line)
+            if self.bias is not None:
+                cells.append("⋮" if r is None else format_number(self._row_bias(r), self.precision))
             label = "⋮" if r is None else _coords("y", r, outs)
             lines.append("| " + " | ".join([label, *cells]) + " |")
         return "\n".join(lines)
 
     def to_latex(self) -> str:
-        r"""A LaTeX ``bmatrix`` (``K[0,1,2,2]`` becomes ``K_{0,1,2,2}``; separators as
-        ``\vert`` / ``\Vert`` columns). MathJax takes any width; LaTeX's amsmath needs
-        ``\setcounter{MaxMatrixCols}{N}`` for more than 10 columns."""
-        row_ids, col_ids, grid = self.cells()
-        seps = [self._separator(a, b) for a, b in zip(col_ids, col_ids[1:])]
-        mark = {" ": None, "|": r"\vert", "||": r"\Vert"}
+        r"""The matrix as a LaTeX ``array`` inside ``\left[ \right]``, for math mode.
+
+        It compiles in a plain ``article`` with ``amsmath`` at any width (``array``
+        has no column limit, unlike ``bmatrix``'s 10). Image-row and channel
+        separators are vertical rules of the column spec (``|``, ``||``); elided rows
+        and columns show ``\vdots``, ``\cdots`` and ``\ddots``; ``K[0,1,2,2]`` becomes
+        ``K_{0,1,2,2}``. With a bias it reads ``[M] x + [b]``. Custom ``names`` are
+        written as given (so they may be LaTeX themselves). At most :data:`MAX_LATEX_ROWS`
+        rows and :data:`MAX_LATEX_COLS` columns are shown (TeX runs out of memory near
+        200 x 200 cells); ``rows=`` and ``cols=`` choose which.
+        """
+        row_ids, col_ids, grid = self.cells(*(cap if m is None else min(m, cap) for m, cap in
+                                              ((self.max_rows, MAX_LATEX_ROWS), (self.max_cols, MAX_LATEX_COLS))))
+        rule = {" ": "", "|": "|", "||": "||"}
+        align = "r" if self.weight is not None else "c"
+        spec = align + "".join(rule[s] + align for s in self._separators(col_ids))
         body = []
         for line in grid:
             if line is None:
                 tokens = [r"\ddots" if c is None else r"\vdots" for c in col_ids]
             else:
                 tokens = [r"\cdots" if c is None else _latex(t) for c, t in zip(col_ids, line)]
-            cells = [tokens[0]]
-            for sep, token in zip(seps, tokens[1:]):
-                if mark[sep]:
-                    cells.append(mark[sep])
-                cells.append(token)
-            body.append("  " + " & ".join(cells) + r" \\")
-        return "\\begin{bmatrix}\n" + "\n".join(body) + "\n\\end{bmatrix}"
+            body.append("  " + " & ".join(tokens) + r" \\")
+        out = "\\left[\\begin{array}{" + spec + "}\n" + "\n".join(body) + "\n\\end{array}\\right]"
+        if self.bias is not None:
+            b = [r"\vdots" if r is None else _latex(format_number(self._row_bias(r), self.precision))
+                 for r in row_ids]
+            out += " x + \\left[\\begin{array}{r}\n" + "\n".join(f"  {t} \\\\" for t in b) + "\n\\end{array}\\right]"
+        return out
 
     def to_html(self) -> str:
-        """An HTML table; every shown entry carries ``data-row`` and ``data-col``."""
+        """An HTML table; every shown entry carries ``data-row`` and ``data-col``
+        (a bias, when given, is a last cell of class ``bias``)."""
         row_ids, col_ids, grid = self.cells()
         border = {" ": "", "|": "border-left:1px solid #888;", "||": "border-left:3px double #444;"}
-        seps = [" "] + [self._separator(a, b) for a, b in zip(col_ids, col_ids[1:])]
+        seps = [" ", *self._separators(col_ids)]
         out = ['<table class="convmatrix-symbolic" style="border-collapse:collapse;font-family:monospace">']
         for r, line in zip(row_ids, grid):
             out.append("<tr>")
@@ -233,9 +318,53 @@ class SymbolicMatrix:
                 attrs = "" if r is None or c is None else f' data-row="{r}" data-col="{c}"'
                 style = f"padding:0 0.3em;text-align:right;{border[seps[k]]}"
                 out.append(f'<td{attrs} style="{style}">{html.escape(text)}</td>')
+            if self.bias is not None:
+                text = "⋮" if r is None else "{} {}".format(*_signed(self._row_bias(r), self.precision))
+                out.append(f'<td class="bias" style="padding:0 0.6em;text-align:left">{html.escape(text)}</td>')
             out.append("</tr>")
         out.append("</table>")
         return "".join(out)
+
+    def to_sympy(self):
+        """The shown window (``rows`` x ``cols``, never elided) as a ``sympy.Matrix``.
+
+        Entries are symbols named as in the text (``a``, ``b``, ...; ``K_0_1_2_2`` for
+        ``K[0,1,2,2]``), sums where padding folds taps, and numbers (``Integer`` when
+        integral, else ``Float``) when a weight was given. The bias is not part of ``M``.
+
+        >>> import sympy
+        >>> M = symbolic((1, 1, 2), (1, 3)).to_sympy()
+        >>> M
+        Matrix([
+        [a, b, 0],
+        [0, a, b]])
+        >>> M * sympy.Matrix([1, 2, 3])
+        Matrix([
+        [  a + 2*b],
+        [2*a + 3*b]])
+        """
+        from .._optional import require
+
+        sympy = require("sympy", extra="sympy", feature="to_sympy")
+        n_rows, n_cols = len(self.rows), len(self.cols)
+        if n_rows * n_cols > MAX_SYMPY_ENTRIES:
+            raise ValueError(f"to_sympy: the window has {n_rows} x {n_cols} entries, more than "
+                             f"{MAX_SYMPY_ENTRIES:,}; pass rows=(start, stop) and cols=(start, stop) to symbolic")
+        symbols = [sympy.Symbol(_sympy_name(n)) for n in self.names]
+
+        def entry(widx):
+            if self.weight is not None:
+                return _sympy_number(sympy, self.weight[widx].sum())
+            return sympy.Add(*(symbols[i] for i in widx))
+
+        out = sympy.zeros(n_rows, n_cols)
+        for a, b, indptr, indices, tap_ptr, widx in self._window_entries(list(self.rows)):
+            for r in range(b - a):
+                for e in range(int(indptr[r]), int(indptr[r + 1])):
+                    c = int(indices[e]) - self.cols.start
+                    if 0 <= c < n_cols:
+                        out[a + r - self.rows.start, c] = entry(widx[tap_ptr[e]:tap_ptr[e + 1]])
+        return out
 
     def render(self, format: str = "text") -> str:
         """One of ``text``, ``markdown``, ``latex``, ``html``."""
@@ -275,13 +404,49 @@ def _coords(prefix: str, flat: int, shape: tuple[int, ...]) -> str:
     return f"{prefix}[" + ",".join(map(str, np.unravel_index(flat, shape))) + "]"
 
 
+_EXPONENT = re.compile(r"^(-?[0-9.]+)e([+-])0*([0-9]+)$")
+
+
 def _latex(token: str) -> str:
+    r"""One entry in LaTeX: ``K[0,1]`` -> ``K_{0,1}``, ``1.5e-05`` -> ``1.5\cdot10^{-5}``."""
+    m = _EXPONENT.match(token)
+    if m:
+        return f"{m.group(1)}\\cdot10^{{{'-' if m.group(2) == '-' else ''}{m.group(3)}}}"
     return "+".join(_K_NAME.sub(r"K_{\1}", part) for part in token.split("+"))
 
 
-def symbolic(weight_shape, input_shape, *, names=None, weight=None, rows=None, cols=None,
+def _sympy_name(name: str) -> str:
+    """``K[0,1,2,2]`` -> ``K_0_1_2_2``; other names unchanged."""
+    m = _K_NAME.match(name)
+    return "K_" + m.group(1).replace(",", "_") if m else name
+
+
+def _sympy_number(sympy, v):
+    """A matrix entry as a sympy number: ``Integer`` when integral, else ``Float`` (or complex)."""
+    v = complex(v) if np.iscomplexobj(v) else float(v)
+    if isinstance(v, complex) and v.imag == 0:
+        v = v.real
+    if isinstance(v, float) and v.is_integer():
+        return sympy.Integer(int(v))
+    return sympy.sympify(v)
+
+
+def _bias_array(bias, geom: ConvGeometry) -> np.ndarray:
+    """A bias (a scalar or one per output channel) as an array of ``out_channels`` numbers."""
+    b = np.asarray(bias.detach().cpu().numpy() if hasattr(bias, "detach") else bias)
+    if b.dtype.kind not in "biufc":
+        raise TypeError(f"bias must be numbers, got {bias!r}")
+    if b.ndim == 0:
+        return np.full(geom.out_channels, b[()])
+    if b.shape != (geom.out_channels,):
+        raise ValueError(f"bias must be a scalar or have shape ({geom.out_channels},) (one per output "
+                         f"channel), got shape {b.shape}")
+    return b.copy()
+
+
+def symbolic(weight_shape, input_shape, *, names=None, weight=None, bias=None, rows=None, cols=None,
              max_rows: int | None = MAX_ROWS, max_cols: int | None = MAX_COLS, separators: bool = True,
-             precision: int = 6, **conv_kwargs) -> SymbolicMatrix:
+             precision: int = 4, **conv_kwargs) -> SymbolicMatrix:
     """The matrix of a convolution with every entry written as the kernel entry that fills it.
 
     Parameters
@@ -295,13 +460,19 @@ def symbolic(weight_shape, input_shape, *, names=None, weight=None, rows=None, c
         the weight's shape); default :func:`kernel_names`.
     weight : array, optional
         Numeric weights of shape ``weight_shape``: entries are then numbers (sums
-        where padding folds taps), written with ``precision`` significant digits.
+        where padding folds taps), integers in full and others with ``precision``
+        significant digits, aligned on their decimal point.
+    bias : float or array, optional
+        A scalar or one number per output channel: each row then shows its bias
+        (``+ b`` after the row in the text).
     rows, cols : (start, stop), slice or range, optional
         A window of the matrix to show.
     max_rows, max_cols : int or None
         Larger windows elide their middle rows / columns (``...``); ``None`` never elides.
     separators : bool
         ``|`` between image rows and ``||`` between input channels (else spaces).
+    precision : int
+        Significant digits of numbers that are not integers (default 4).
     **conv_kwargs
         ``stride``, ``padding``, ``dilation``, ``groups``, ``padding_mode``,
         ``transposed``, ``output_padding`` as in :func:`convmatrix.conv_matrix`.
@@ -318,6 +489,11 @@ def symbolic(weight_shape, input_shape, *, names=None, weight=None, rows=None, c
         [  b a+c   0]
         [  a   b   c]
         [  0 a+c   b]
+    ]
+    >>> print(symbolic((1, 1, 3), (1, 4), weight=[[[0.5, -1, 2]]], bias=0.25))
+    [
+        [ 0.5 -1    2    0  ]  + 0.25
+        [ 0    0.5 -1    2  ]  + 0.25
     ]
     """
     from ..core.matrix import as_weight_array, conv_geometry
@@ -345,7 +521,10 @@ def symbolic(weight_shape, input_shape, *, names=None, weight=None, rows=None, c
     for label, limit in (("max_rows", max_rows), ("max_cols", max_cols)):
         if limit is not None and (not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 2):
             raise ValueError(f"{label} must be None or an int >= 2, got {limit!r}")
+    if not isinstance(precision, (int, np.integer)) or isinstance(precision, bool) or not 1 <= precision <= 17:
+        raise ValueError(f"precision must be an int from 1 to 17 (significant digits), got {precision!r}")
     return SymbolicMatrix(
         geom, names, weight, _window("rows", rows, geom.matrix_shape[0]),
         _window("cols", cols, geom.matrix_shape[1]), max_rows, max_cols, bool(separators), int(precision),
+        None if bias is None else _bias_array(bias, geom),
     )
