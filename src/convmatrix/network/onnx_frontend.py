@@ -33,7 +33,7 @@ from .layers import (adaptive_windows, avg_pool_affine, channel_affine, codes, c
                      reduce_groups)
 from .passes import clip, piecewise_linear
 
-__all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "supported_operators", "operators_markdown",
+__all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "without_dropped", "supported_operators", "operators_markdown",
            "RULES", "MIN_OPSET"]
 
 MIN_OPSET = 7  # the oldest default-domain opset onnxruntime runs
@@ -278,7 +278,12 @@ class _OnnxLoader:
         if name not in self.vals:
             raise ValueError(f"the output {name!r} does not depend on the input")
         self.g.output = self.vals[name]
-        self.g.meta["output_dims"] = self.output_dims(name, self.g.output_shape)
+        shape = self.g.output_shape
+        if prod(shape) == 0:
+            raise ValueError(f"the output {name!r} is empty (shape {shape})")
+        self.g.meta["output_dims"] = self.output_dims(name, shape)
+        # Does the output keep the batch axis in front? (Not after a Flatten(axis=rank) or a Transpose.)
+        self.g.meta["output_batched"] = self.batched and shape[:1] == (1,)
         return self.g
 
     def output_dims(self, name, shape):
@@ -360,6 +365,7 @@ class _OnnxLoader:
         """The final monotone ``node`` left out: its output is its input."""
         self.vals[node.output[0]] = self.vals[node.input[0]]
         self.g.meta["dropped_final"] = f"{where[len('ONNX '):]}"
+        self.g.meta["dropped_position"] = self.drop[0]
 
     def per_sample(self, node, a, handler):
         """A per-sample operation (Conv, pooling) on a fixed leading axis of N > 1 samples.
@@ -406,7 +412,7 @@ class _OnnxLoader:
                 feeds_c[n] = codes(self.shape(n), int(offsets[k]))
                 feeds_0[n] = np.zeros(self.shape(n))
             else:
-                feeds_c[n] = feeds_0[n] = self.const(node, list(node.input).index(n), "this input")
+                feeds_c[n] = feeds_0[n] = _as_data(self.const(node, list(node.input).index(n), "this input"))
         run = self.reference(node)
         ids = []
         for k, (r0, rc) in enumerate(zip(run(feeds_0), run(feeds_c))):  # Split: one matrix per output
@@ -431,7 +437,7 @@ class _OnnxLoader:
         sizes = [prod(sh) for sh in shapes]
         n_in = sum(sizes)
         run = self.reference(node)
-        consts = {n: self.consts[n] for n in node.input if n and n not in self.vals}
+        consts = {n: _as_data(self.consts[n]) for n in node.input if n and n not in self.vals}
 
         def evaluate(Z, batched):
             feeds, start = dict(consts), 0
@@ -568,17 +574,29 @@ class _OnnxLoader:
             want = list(a["output_shape"])[-nd:] if "output_shape" in a else [n * ss for n, ss in zip(in_shape[1:], s)]
             total = [ss * (n - 1) + o + (kk - 1) * dd + 1 - t
                      for n, ss, o, kk, dd, t in zip(in_shape[1:], s, op_, k, d, want)]
-            upper = a.get("auto_pad", "NOTSET") != "SAME_LOWER"
+            if "output_shape" not in a:  # SAME_*: as onnxruntime, never a negative padding
+                total = [max(0, t) for t in total]
+            upper = a.get("auto_pad", "NOTSET") == "SAME_UPPER"
             lo = [t // 2 if upper else t - t // 2 for t in total]
             hi = [t - l for t, l in zip(total, lo)]
         else:
             p = list(a.get("pads", [0] * (2 * nd)))
             lo, hi = p[:nd], p[nd:]
-        if lo != hi or min(lo) < 0:  # asymmetric (SAME_*, output_shape): the general rule
-            return self.probe(node, a)
+        sym = lo == hi and min(lo, default=0) >= 0
         M, bias, out = conv_affine(w, b, in_shape, stride=s, dilation=d, groups=int(a.get("group", 1)),
-                                   padding=tuple(lo), transposed=True, output_padding=tuple(op_))
-        return self.g.affine([self.vals[x]], M, bias, shape=(1,) + out, name=node.name or node.output[0])
+                                   padding=tuple(lo) if sym else 0, transposed=True, output_padding=tuple(op_))
+        name = node.name or node.output[0]
+        y = self.g.affine([self.vals[x]], M, bias, shape=(1,) + out, name=name if sym else f"{name} (unpadded)")
+        if sym:
+            return y
+        return self.crop(y, out, lo, hi, name)  # asymmetric pads (SAME_*, output_shape): crop the full output
+
+    def crop(self, x, shape, lo, hi, name):
+        """``x`` of shape ``(C, *spatial)`` (one sample) cut by ``lo``/``hi`` per spatial axis (negative: zeros added)."""
+        c = codes(shape)
+        c = np.pad(c, [(0, 0)] + [(max(0, -l), max(0, -h)) for l, h in zip(lo, hi)])
+        c = c[(slice(None),) + tuple(slice(max(0, l), c.shape[i + 1] - max(0, h)) for i, (l, h) in enumerate(zip(lo, hi)))]
+        return self.g.affine([x], gather_matrix(c, prod(shape)), shape=(1,) + c.shape, name=name)
 
     def op_Gemm(self, node, a):
         if node.input[0] not in self.vals or a.get("transA", 0) or (len(node.input) > 2 and node.input[2] in self.vals):
@@ -625,8 +643,10 @@ class _OnnxLoader:
         n = prod(shape)
         out = np.matmul(W, np.zeros(shape)) if left else np.matmul(np.zeros(shape), W)
 
+        extra = (1,) * max(0, W.ndim - len(shape))  # the probe's axis in front of every batch axis
+
         def fn(Z):
-            X = Z.reshape((len(Z), *shape))
+            X = Z.reshape((len(Z), *extra, *shape))
             return (np.matmul(W, X) if left else np.matmul(X, W)).reshape(len(Z), -1)
 
         M, b = probe_affine(fn, n)
@@ -831,6 +851,12 @@ class _OnnxLoader:
                              "network computes it")
         return self.act(node, "ReLU")
 
+    def op_Resize(self, node, a):
+        """Nearest: a gather; linear and cubic interpolation: affine (the general rule)."""
+        return self.gather(node, a) if a.get("mode", "nearest") == "nearest" else self.probe(node, a)
+
+    op_Upsample = op_Resize
+
     def op_Softmax(self, node, a):
         raise ValueError(self.refusal(node.op_type))
 
@@ -894,6 +920,12 @@ class _OnnxLoader:
         return self.global_pool(node, "max")
 
 
+def _as_data(value):
+    """A constant fed beside float64 probes: floating-point constants as float64 too."""
+    value = np.asarray(value)
+    return value.astype(np.float64) if value.dtype.kind == "f" else value
+
+
 def _first_line(exc) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()
     return text if len(text) <= 300 else text[:297] + "..."
@@ -929,6 +961,24 @@ def validate_onnx(model, path=None, input_dims=None) -> None:
         sess.run(None, feeds)
     except Exception as exc:
         raise ValueError(f"{where}: onnxruntime cannot run this model: {_first_line(exc)}") from None
+
+
+def without_dropped(source, meta):
+    """The original model with the node ``drop_final`` left out replaced by Identity (a path
+    when nothing was dropped, else the serialized model): what the converted network computes,
+    for onnxruntime to check it against."""
+    pos = meta.get("dropped_position")
+    if pos is None:
+        return source
+    import onnx
+
+    model = read_onnx(source)
+    model = onnx.load_from_string(model.SerializeToString())  # a copy; external data already loaded
+    node = model.graph.node[pos]
+    identity = onnx.helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name)
+    model.graph.node.remove(node)
+    model.graph.node.insert(pos, identity)
+    return model.SerializeToString()
 
 
 def from_onnx(source, *, batch_axis: bool | None = None, input_shape=None, drop_final=(),
