@@ -263,7 +263,8 @@ def shape_op_case(draw, op):
     elif op == "Slice":
         n = shape[ax - 1]
         start, step = draw(st.integers(-n, n - 1)), draw(st.sampled_from([1, 2, -1]))
-        end = draw(st.integers(-n - 1, n + 1))
+        end = draw(st.integers(-n - 1, n + 1).filter(
+            lambda e: len(range(n)[slice(start, None if e < -n and step < 0 else e, step)]) > 0))
         inits = {"s": np.array([start]), "e": np.array([end]), "a": np.array([ax]), "st": np.array([step])}
         nodes = [helper.make_node(op, ["x", "s", "e", "a", "st"], ["y"])]
     elif op == "Gather":
@@ -380,3 +381,57 @@ STRATEGIES = {
     **{op: space_case(op) for op in ("DepthToSpace", "SpaceToDepth")},
     "Resize": resize_case(), "Einsum": einsum_case(),
 }
+
+
+def _fixed_cases():
+    """One model for each rule without a strategy above: ``{name: model}``."""
+    rng = np.random.default_rng(7)
+    mk = helper.make_node
+    i64 = lambda *v: np.array(v, dtype=np.int64)
+    return {
+        "GatherND": model([mk("GatherND", ["x", "i"], ["y"], batch_dims=1)], [1, 3, 4],
+                          inits={"i": i64(0, 2, 1).reshape(1, 3, 1)}, opset=13),
+        "ReverseSequence": model([mk("ReverseSequence", ["x", "l"], ["y"], batch_axis=1, time_axis=0)], [3, 2, 2],
+                                 inits={"l": i64(2, 3)}, opset=13),
+        "Compress": model([mk("Compress", ["x", "c"], ["y"], axis=2)], [1, 2, 4],
+                          inits={"c": np.array([True, False, True, True])}, opset=13),
+        "CenterCropPad": model([mk("CenterCropPad", ["x", "s"], ["y"], axes=[1, 2])], [1, 5, 2],
+                               inits={"s": i64(3, 4)}, opset=18),
+        "ScatterND": model([mk("ScatterND", ["x", "i", "u"], ["y"])], [1, 4, 2],
+                           inits={"i": i64(0, 1, 0, 3).reshape(2, 2), "u": f32(rng, 2, 2)}, opset=16),
+        "ScatterElements": model([mk("ScatterElements", ["x", "i", "u"], ["y"], axis=1)], [1, 4],
+                                 inits={"i": i64(1, 3).reshape(1, 2), "u": f32(rng, 1, 2)}, opset=16),
+        "Upsample": model([mk("Upsample", ["x", "s"], ["y"], mode="linear")], [1, 2, 3, 3],
+                          inits={"s": np.array([1, 1, 2, 1.5], dtype=np.float32)}, opset=9),
+        "GridSample": model([mk("GridSample", ["x", "g"], ["y"], mode="bilinear", align_corners=0)], [1, 2, 3, 4],
+                            inits={"g": rng.uniform(-1.1, 1.1, (1, 2, 3, 2)).astype(np.float32)}, opset=16),
+        "Col2Im": model([mk("Col2Im", ["x", "s", "b"], ["y"])], [1, 4, 4],
+                        inits={"s": i64(3, 3), "b": i64(2, 2)}, opset=18),
+        "MaxUnpool": model([mk("MaxUnpool", ["x", "i"], ["y"], kernel_shape=[2, 2], strides=[2, 2])], [1, 1, 2, 2],
+                           inits={"i": i64(0, 3, 9, 14).reshape(1, 1, 2, 2)}, opset=11),
+        "RoiAlign": model([mk("RoiAlign", ["x", "r", "b"], ["y"], output_height=2, output_width=2, sampling_ratio=2,
+                              mode="avg")], [1, 2, 5, 5],
+                          inits={"r": np.array([[0.5, 0.5, 3.2, 4.1]], dtype=np.float32), "b": i64(0)}, opset=16),
+        "ThresholdedRelu": model([mk("ThresholdedRelu", ["x"], ["y"], alpha=0.0)], ["N", 3], opset=13),
+        "GlobalAveragePool": model([mk("GlobalAveragePool", ["x"], ["y"])], [2, 3, 2, 3], opset=13),
+        "GlobalMaxPool": model([mk("GlobalMaxPool", ["x"], ["y"])], ["N", 3, 3, 2], opset=13),
+        "BatchNormalization": model([mk("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])], ["N", 2, 3],
+                                    inits={"s": f32(rng, 2), "b": f32(rng, 2), "m": f32(rng, 2),
+                                           "v": np.abs(f32(rng, 2)) + 0.5}, opset=15),
+        "Squeeze": model([mk("Squeeze", ["x", "a"], ["y"])], ["N", 3, 1, 2], inits={"a": i64(2)}, opset=13),
+        "Dropout": model([mk("Dropout", ["x"], ["y"])], ["N", 3], opset=13),
+        "Cast": model([mk("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], ["N", 3], opset=13),
+        "Constant": model([mk("Constant", [], ["c"], value=numpy_helper.from_array(f32(rng, 3), "c")),
+                           mk("Add", ["x", "c"], ["y"])], ["N", 3], opset=13),
+        "Shape": model([mk("Shape", ["x"], ["s"]), mk("Reshape", ["x", "s"], ["y"])], [1, 3, 2], opset=13),
+        "Size": model([mk("Size", ["x"], ["n"]), mk("Cast", ["n"], ["f"], to=TensorProto.FLOAT),
+                       mk("Mul", ["x", "f"], ["y"])], [1, 3, 2], opset=13),
+        "ConstantOfShape": model([mk("Shape", ["x"], ["s"]), mk("ConstantOfShape", ["s"], ["c"],
+                                 value=numpy_helper.from_array(np.array([2.5], dtype=np.float32))),
+                                  mk("Sub", ["x", "c"], ["y"])], [1, 3, 2], opset=13),
+        "EyeLike": model([mk("EyeLike", ["x"], ["e"]), mk("Add", ["x", "e"], ["y"])], [3, 3], opset=13),
+        "Squeeze-fixed-batch": model([mk("Relu", ["x"], ["y"])], [2, 3], opset=13),
+    }
+
+
+FIXED = _fixed_cases()

@@ -37,8 +37,11 @@ def check_relu_chain(chain: Chain, fmt: str) -> None:
     for i, layer in enumerate(chain.layers):
         if layer.kind not in (None, "ReLU") or layer.index is not None:
             what = layer.kind if layer.index is None else f"{layer.kind} on part of the neurons"
+            final = chain.meta.get("final_monotone")
+            hint = f", or drop the model's final {final} with --drop-final {final.lower()} (the argmax is kept)" \
+                if final else ""
             raise ValueError(f"layer {i + 1} has a {what} activation, which a {fmt} file of Gemm/Relu "
-                             f"layers cannot hold exactly; write --format pt or npz instead")
+                             f"layers cannot hold exactly; write --format pt or npz instead{hint}")
 
 
 def _layers_with_output(chain: Chain) -> list[Layer]:

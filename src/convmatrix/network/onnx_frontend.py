@@ -39,28 +39,32 @@ __all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "without_drop
 MIN_OPSET = 7  # the oldest default-domain opset onnxruntime runs
 
 # How every supported operator becomes IR nodes (the README's table is rendered from this).
-GATHER = "gather: a 0/1 selection matrix, read off the operator run on integer codes"
-PROBE = "affine: matrix read off unit vectors (onnx.reference), checked on random inputs"
+GATHER = "gather: a 0/1 selection matrix read off the operator run on integer codes"
+PROBE = "affine, matrix read off unit vectors (onnx.reference) and checked on random inputs"
 RULES: dict[str, str] = {
-    **{op: "affine: convolution matrix (conv_matrix)" for op in ("Conv", "ConvTranspose")},
-    **{op: "affine" for op in ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Neg", "Sum", "Mean",
-                                "BatchNormalization", "AveragePool", "GlobalAveragePool", "ReduceSum", "ReduceMean")},
+    **{op: "affine: the convolution matrix (conv_matrix); asymmetric padding as a crop" for op in
+       ("Conv", "ConvTranspose")},
+    **{op: "affine: sparse matrix and bias" for op in ("Gemm", "MatMul", "Neg", "BatchNormalization", "AveragePool",
+                                                        "GlobalAveragePool", "ReduceSum", "ReduceMean")},
+    **{op: "affine: with constants, or a sum or difference of values" for op in ("Add", "Sub", "Sum", "Mean")},
+    **{op: "affine: by constants" for op in ("Mul", "Div")},
     **{op: GATHER for op in ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Concat", "Slice",
                               "Gather", "GatherElements", "GatherND", "Split", "Expand", "Tile", "DepthToSpace",
                               "SpaceToDepth", "Where", "ReverseSequence", "Compress", "Trilu", "CenterCropPad",
                               "ScatterND", "ScatterElements")},
-    **{op: "gather (nearest) or " + PROBE.split(": ", 1)[0] + " (linear, cubic)" for op in ("Resize", "Upsample")},
-    **{op: PROBE for op in ("Einsum", "CumSum", "GridSample", "Col2Im", "MaxUnpool", "RoiAlign")},
-    **{op: "element-wise: ReLU" for op in ("Relu",)},
-    **{op: "element-wise piecewise linear: ReLUs" for op in ("LeakyRelu", "PRelu", "Clip", "Abs", "HardSigmoid",
-                                                             "Shrink", "ThresholdedRelu")},
+    **{op: "gather (nearest mode); " + PROBE + " (linear, cubic)" for op in ("Resize", "Upsample", "GridSample")},
+    **{op: PROBE for op in ("Einsum", "CumSum", "Col2Im", "MaxUnpool", "RoiAlign")},
+    "Relu": "ReLU",
+    **{op: "element-wise piecewise linear, where continuous (Shrink with bias = lambd, ThresholdedRelu with "
+           "alpha = 0): slope*x + c + sum of d*relu(x - t)" for op in
+       ("LeakyRelu", "PRelu", "Clip", "Abs", "HardSigmoid", "Shrink", "ThresholdedRelu")},
     **{op: "max tree: max(a, b) = b + relu(a - b)" for op in ("Max", "Min", "MaxPool", "GlobalMaxPool",
                                                                "ReduceMax", "ReduceMin")},
-    "ReduceL1": "sum of |x| (ReLUs)",
-    **{op: "the same value" for op in ("Identity", "Dropout", "Cast")},
+    "ReduceL1": "sum of absolute values (ReLUs)",
+    **{op: "the same value (Cast: to a float type; Dropout: inference mode)" for op in ("Identity", "Dropout", "Cast")},
     **{op: "folded to a constant" for op in ("Constant", "Shape", "Size", "ConstantOfShape", "EyeLike")},
 }
-GATHER_OPS = {op for op, rule in RULES.items() if rule == GATHER} | {"Resize", "Upsample"}
+GATHER_OPS = {op for op, rule in RULES.items() if rule == GATHER}
 PROBE_OPS = {op for op, rule in RULES.items() if rule == PROBE}
 # Not piecewise linear: kept as IR activations (for pt/npz), refused by the Gemm/Relu writers.
 NON_PWL_ACTIVATIONS = ("Elu", "Sigmoid", "Softplus", "Tanh")
@@ -79,11 +83,13 @@ def supported_operators() -> list[tuple[str, str]]:
 
 
 def operators_markdown() -> str:
-    """The table of supported operators as Markdown (the README's list is this text)."""
+    """The table of supported operators as Markdown, one row per rule (the README's list is this text)."""
+    by_rule: dict[str, list[str]] = {}
+    for op, rule in RULES.items():
+        by_rule.setdefault(rule, []).append(op)
     lines = [f"Default domain, opset {MIN_OPSET} and newer (as far as the installed onnxruntime runs them: "
-             "every model is validated with it first).", "",
-             "| operator | lowered as |", "| --- | --- |"]
-    lines += [f"| `{op}` | {rule} |" for op, rule in supported_operators()]
+             "every model is validated with it first).", "", "| operators | lowered as |", "| --- | --- |"]
+    lines += [f"| {', '.join(f'`{op}`' for op in sorted(ops))} | {rule} |" for rule, ops in by_rule.items()]
     lines += ["", "Read but not piecewise linear (kept as activations, so written only as `pt` or `npz`): "
               + ", ".join(f"`{op}`" for op in NON_PWL_ACTIVATIONS) + ". A final `Softmax`, `LogSoftmax` or other "
               "strictly increasing operation can be dropped (`--drop-final`), keeping the argmax."]
@@ -226,6 +232,8 @@ class _OnnxLoader:
         self.g = Graph(shape, self.inp.name)
         self.vals = {self.inp.name: 0}  # name -> node id (tensors) ; constants live in self.consts
         self.drop = _final_to_drop(g, drop_final)
+        if self.drop is not None and not self.drop[2]:
+            self.g.meta["final_monotone"] = self.drop[1]
         self.g.meta.update(source="onnx", input_name=self.inp.name, input_dims=dims,
                            output_name=self.out.name, output_dims=_dims(self.out), opset=self.opset,
                            batched=self.batched, dynamic_batch=self.dynamic,
@@ -245,13 +253,13 @@ class _OnnxLoader:
             raise ValueError(f"input {name!r} is not defined before use")
         return self.consts[name]
 
-    def reference(self, node):
+    def reference(self, node, opset=None):
         """A function ``feeds -> outputs`` that runs ``node`` alone with ``onnx.reference``."""
         onnx, helper = self.onnx, self.onnx.helper
         ins = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.input if n]
         outs = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output if n]
         graph = helper.make_graph([node], "fold", ins, outs)
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset or self.opset)])
         from onnx.reference import ReferenceEvaluator
 
         ev = ReferenceEvaluator(m)
@@ -423,7 +431,7 @@ class _OnnxLoader:
                                      name=f"{node.name or node.output[0]}" + (f" [{k}]" if k else "")))
         return ids
 
-    def probe(self, node, a):
+    def probe(self, node, a, opset=None):
         """An operation affine in its variable inputs (constant attributes and other inputs).
 
         Its matrix is read off unit vectors with ``onnx.reference`` (a batch of them
@@ -436,7 +444,7 @@ class _OnnxLoader:
         shapes = [self.shape(n) for n in traced]
         sizes = [prod(sh) for sh in shapes]
         n_in = sum(sizes)
-        run = self.reference(node)
+        run = self.reference(node, opset)
         consts = {n: _as_data(self.consts[n]) for n in node.input if n and n not in self.vals}
 
         def evaluate(Z, batched):
@@ -855,7 +863,26 @@ class _OnnxLoader:
         """Nearest: a gather; linear and cubic interpolation: affine (the general rule)."""
         return self.gather(node, a) if a.get("mode", "nearest") == "nearest" else self.probe(node, a)
 
-    op_Upsample = op_Resize
+    def op_Upsample(self, node, a):
+        """Upsample (opsets 7-9) is Resize with asymmetric coordinates; linear mode goes through Resize-13."""
+        if a.get("mode", "nearest") == "nearest":
+            return self.gather(node, a)
+        scales = node.input[1] if len(node.input) > 1 else f"{node.output[0]}__scales"
+        if len(node.input) < 2:
+            self.consts[scales] = np.asarray(a["scales"], dtype=np.float32)
+        resize = self.onnx.helper.make_node("Resize", [node.input[0], "", scales], list(node.output), name=node.name,
+                                            mode="linear", coordinate_transformation_mode="asymmetric")
+        return self.probe(resize, {}, opset=13)
+
+    def op_GridSample(self, node, a):
+        """Affine in the image for a constant grid; the mode names of opset 16 read as opset 20's."""
+        mode = {"bilinear": "linear", "bicubic": "cubic"}.get(a.get("mode", "bilinear"), a.get("mode", "bilinear"))
+        if mode == "nearest":
+            return self.gather(node, a)
+        attrs = {k: v for k, v in a.items() if k != "mode"}
+        same = self.onnx.helper.make_node("GridSample", list(node.input), list(node.output), name=node.name,
+                                          mode=mode, **attrs)
+        return self.probe(same, a, opset=max(self.opset, 20))
 
     def op_Softmax(self, node, a):
         raise ValueError(self.refusal(node.op_type))
