@@ -7,7 +7,7 @@ import scipy.signal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convmatrix import convmtx, convmtx2, convolution_matrix
+from convmatrix import convmtx, convmtx2, convolution_matrix, convolution_matrix_nd
 
 
 @given(st.integers(1, 7), st.integers(1, 9), st.sampled_from(["full", "same", "valid"]), st.integers(0, 999))
@@ -39,13 +39,13 @@ def test_convolution_matrix_nd_equals_scipy_signal(kshape, xshape, mode, seed):
     # 'same' keeps the larger size per axis (as numpy.convolve and scipy.linalg do): put the larger first.
     first, second = (a, x) if a_larger else (x, a)
     expected = scipy.signal.convolve(first, second, mode=mode, method="direct")
-    A = convolution_matrix(a, xshape, mode)
+    A = convolution_matrix_nd(a, xshape, mode)
     np.testing.assert_allclose(A @ x.ravel(), expected.ravel(), atol=1e-12)
 
 
 def test_convolution_matrix_3d(rng):
     a, x = rng.standard_normal((2, 3, 2)), rng.standard_normal((3, 4, 5))
-    A = convolution_matrix(a, x.shape)
+    A = convolution_matrix_nd(a, x.shape)
     np.testing.assert_allclose(A @ x.ravel(), scipy.signal.convolve(a, x).ravel(), atol=1e-12)
 
 
@@ -94,7 +94,8 @@ def test_convmtx2_equals_convolve2d(p, q, m, n, seed):
     (lambda: convolution_matrix([1, 2], 3, "middle"), ValueError, r"'mode' argument must be one of"),
     (lambda: convolution_matrix([1, 2], 2.5), TypeError, r"n must be a positive integer"),
     (lambda: convolution_matrix([], 3), ValueError, r"a must not be empty"),
-    (lambda: convolution_matrix(np.ones((2, 2)), 3), ValueError, r"n must have 2 entries"),
+    (lambda: convolution_matrix_nd(np.ones((2, 2)), 3), ValueError, r"n must have 2 entries"),
+    (lambda: convolution_matrix(np.ones((2, 2)), 3), ValueError, r"only format=.dense."),
     (lambda: convolution_matrix([1, 2], 3, format="coo"), ValueError, r"format must be 'csr' or 'dense'"),
     (lambda: convmtx(np.ones((2, 2)), 3), ValueError, r"h must be a vector"),
     (lambda: convmtx2(np.ones(3), 3, 3), ValueError, r"H must be a 2-D array"),

@@ -16,7 +16,7 @@ from .core.geometry import ConvGeometry
 from .core.matrix import conv_matrix
 # Eager (NumPy/SciPy only): the function must shadow its own module's name, convmatrix.core.operator.
 from .core.operator import operator
-from .core.signal import convmtx, convmtx2, convolution_matrix
+from .core.signal import convmtx, convmtx2, convolution_matrix, convolution_matrix_nd
 
 # Eager (NumPy only): the function must shadow its own module's name, convmatrix.explain.symbolic.
 from .explain.symbolic import SymbolicMatrix, symbolic
@@ -55,7 +55,7 @@ _LAZY = {
 
 __all__ = [
     "ConvGeometry", "conv_matrix", "conv_matrix_rows", "conv_matrix_channels", "conv_matrix_blocks",
-    "convolution_matrix", "convmtx", "convmtx2", "operator", "symbolic", "SymbolicMatrix", *_LAZY,
+    "convolution_matrix", "convolution_matrix_nd", "convmtx", "convmtx2", "operator", "symbolic", "SymbolicMatrix", *_LAZY,
 ]
 
 

@@ -10,7 +10,7 @@ import tempfile
 import numpy as np
 
 from . import CLIError
-from .options import add_command
+from .options import add_command, shape
 
 EPILOG = """\
 examples:
@@ -19,6 +19,8 @@ examples:
   convmatrix convert cnn.onnx -o fc.pt --check 100       torch state dict + layer sizes
   convmatrix convert cnn.onnx -o fc.npz                  sparse layers (scipy CSR arrays)
   convmatrix convert big.onnx -o fc.onnx --max-bytes 4GB
+  convmatrix convert classifier.onnx -o fc.onnx --drop-final softmax
+  convmatrix convert fcn.onnx -o fc.onnx --input-shape 3x32x32    dynamic height and width
 
 The output computes exactly what the input computes (to float32 rounding); its input
 and output keep the original names, shapes and order, so VNN-LIB properties written
@@ -51,6 +53,16 @@ def register(subparsers) -> None:
     p.add_argument("--max-bytes", type=byte_size, default=None, metavar="SIZE",
                    help="refuse outputs larger than SIZE (default 2GB dense; npz: 2GB sparse)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--batch-axis", dest="batch_axis", action="store_true", default=None,
+                       help="the input's leading axis is a batch axis (default: when it is dynamic or of size 1)")
+    batch.add_argument("--no-batch-axis", dest="batch_axis", action="store_false",
+                       help="the input's leading axis is part of the sample")
+    p.add_argument("--input-shape", type=shape, default=None, metavar="SHAPE",
+                   help="the sample's shape without the batch axis (e.g. 3x224x224), for inputs with dynamic sizes")
+    p.add_argument("--drop-final", default="", metavar="OP[,OP]",
+                   help="drop a final strictly increasing operation, keeping the argmax: softmax, logsoftmax, "
+                        "sigmoid, tanh, ...")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=run)
 
@@ -83,7 +95,12 @@ def _random_inputs(meta, n: int, seed: int):
     return [rng.standard_normal([int(d) for d in dims]).astype(dtype) for _ in range(max(1, n))]
 
 
-def _run_onnx(path, xs, name):
+def _rows(x, batched: bool):
+    """A check input (or output) as rows of flat samples: one per batch entry, or one."""
+    return x.reshape(len(x), -1) if batched and x.ndim > 1 else x.reshape(1, -1)
+
+
+def _run_onnx(path, xs, name, batched=True):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -93,7 +110,7 @@ def _run_onnx(path, xs, name):
     outs = []
     for x in xs:
         y = np.asarray(sess.run(None, {name: x})[0], dtype=np.float64)
-        outs.append(y.reshape(len(x), -1) if x.ndim > 1 else y.reshape(1, -1))
+        outs.append(_rows(y, batched) if y.ndim else y.reshape(1, -1))
     return np.concatenate(outs)
 
 
@@ -129,7 +146,7 @@ def _run(args) -> int:
     from ..core.geometry import format_bytes
     from ..network import export
     from ..network.check import compare
-    from ..network.onnx_frontend import from_onnx
+    from ..network.onnx_frontend import from_onnx, without_dropped
     from ..network.passes import expand_max, lower, relu_only
 
     fmt = _format(args)
@@ -138,7 +155,8 @@ def _run(args) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
         raise CLIError(f"{args.output}: the folder {out_dir} does not exist")
-    graph = from_onnx(args.input)
+    graph = from_onnx(args.input, batch_axis=args.batch_axis, input_shape=args.input_shape,
+                      drop_final=args.drop_final)
     graph = expand_max(graph)
     if fmt in ("onnx", "nnet"):
         graph = relu_only(graph)
@@ -178,10 +196,11 @@ def _run(args) -> int:
         max_abs = max_rel = 0.0
         if args.check:
             xs = _random_inputs(graph.meta, args.check, args.seed)
-            ref = _run_onnx(args.input, xs, graph.meta["input_name"])
-            got = _evaluate_written(fmt, tmp, xs, graph.meta["input_name"])
+            batched = graph.meta["batched"]
+            ref = _run_onnx(without_dropped(args.input, graph.meta), xs, graph.meta["input_name"], batched)
+            got = _evaluate_written(fmt, tmp, xs, graph.meta["input_name"], batched)
             max_abs, max_rel = compare(ref, got)
-            scale = max(1.0, float(np.abs(ref).max()))
+            scale = max(1.0, float(np.abs(ref[np.isfinite(ref)]).max(initial=0.0)))
             if not np.isfinite(max_abs) or max_abs > 1e-3 * scale:
                 raise _CheckFailed(f"check failed: max abs difference {max_abs:.3g} "
                                    f"(largest output {scale:.3g}); nothing written")
@@ -202,6 +221,9 @@ def _run(args) -> int:
         print(_table(chain, fmt))
         print(f"input {graph.meta['input_name']!r} {graph.meta['input_dims']}, output "
               f"{graph.meta['output_name']!r} {graph.meta['output_dims']}")
+        if graph.meta.get("dropped_final"):
+            print(f"dropped the final {graph.meta['dropped_final']} (--drop-final): the written network "
+                  "computes its input, so the argmax is the original's and the check compares before it")
         if args.check:
             n = sum(len(x) if graph.meta["batched"] else 1 for x in _random_inputs(graph.meta, args.check, args.seed))
             print(f"check on {n} random inputs (onnxruntime on {os.path.basename(args.input)} vs the written "
@@ -210,13 +232,13 @@ def _run(args) -> int:
     return 0
 
 
-def _evaluate_written(fmt, path, xs, input_name):
+def _evaluate_written(fmt, path, xs, input_name, batched=True):
     """The written file's outputs for the check inputs, read back from the file itself."""
     from ..network import export
 
     if fmt == "onnx":
-        return _run_onnx(path, xs, input_name)
-    flat = [x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(1, -1) for x in xs]
+        return _run_onnx(path, xs, input_name, batched)
+    flat = [_rows(x, batched) for x in xs]
     if fmt == "pt":
         import torch
 

@@ -28,7 +28,7 @@ __all__ = ["load", "Graph", "Node", "Input", "Affine", "Act", "Add", "Concat", "
            "expand_max", "relu_only", "fuse_affine", "lower", "to_mlp", "MaskedActivation"]
 
 
-def load(model_or_path, input_shape=None) -> Graph:
+def load(model_or_path, input_shape=None, **onnx_options) -> Graph:
     """A torch module or an ONNX file (path or ``onnx.ModelProto``) as an IR :class:`Graph`.
 
     Parameters
@@ -36,7 +36,11 @@ def load(model_or_path, input_shape=None) -> Graph:
     model_or_path : torch.nn.Module, str, os.PathLike or onnx.ModelProto
     input_shape : tuple of int, optional
         Required for torch modules: one input without the batch axis. ONNX files
-        declare their own (a given shape must match the file's, batch axis left out).
+        declare their own (a given shape must fit the file's, batch axis left out, and
+        fills its dynamic sizes).
+    **onnx_options
+        For ONNX files, :func:`~convmatrix.network.onnx_frontend.from_onnx`'s keywords
+        (``batch_axis``, ``drop_final``, ``validate``).
 
     Example
     -------
@@ -48,10 +52,7 @@ def load(model_or_path, input_shape=None) -> Graph:
     if isinstance(model_or_path, (str, bytes, os.PathLike)) or type(model_or_path).__name__ == "ModelProto":
         from .onnx_frontend import from_onnx
 
-        graph = from_onnx(model_or_path)
-        if input_shape is not None and tuple(input_shape) != graph.input_shape:
-            raise ValueError(f"input_shape {tuple(input_shape)} does not match the ONNX input {graph.input_shape}")
-        return graph
+        return from_onnx(model_or_path, input_shape=input_shape, **onnx_options)
     if input_shape is None:
         raise ValueError("input_shape is required for a torch module: one input without the batch axis, "
                          "e.g. (3, 32, 32)")

@@ -17,9 +17,11 @@ def compare(reference, converted):
     reference, converted = np.asarray(reference, np.float64), np.asarray(converted, np.float64)
     if reference.shape != converted.shape:
         raise ConversionError(f"output shapes differ: original {reference.shape}, converted {converted.shape}")
-    diff = np.abs(reference - converted)
+    same = (reference == converted) | (np.isnan(reference) & np.isnan(converted))  # NaN = NaN, inf = inf
+    diff = np.where(same, 0.0, np.abs(reference - converted))
     max_abs = float(diff.max(initial=0.0))
-    scale = float(np.abs(reference).max(initial=0.0))
+    finite = np.abs(reference[np.isfinite(reference)])
+    scale = float(finite.max(initial=0.0))
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
     return max_abs, max_rel
 

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from ..core.geometry import format_bytes
 from .passes import Chain, Layer
 
-__all__ = ["dense_bytes", "sparse_bytes", "check_relu_chain", "write_onnx", "write_pt", "read_pt",
+__all__ = ["dense_bytes", "sparse_bytes", "check_relu_chain", "describe_origin", "write_onnx", "write_pt", "read_pt",
            "write_nnet", "read_nnet", "write_npz", "read_npz", "FORMATS"]
 
 FORMATS = ("onnx", "pt", "nnet", "npz")
@@ -37,8 +37,11 @@ def check_relu_chain(chain: Chain, fmt: str) -> None:
     for i, layer in enumerate(chain.layers):
         if layer.kind not in (None, "ReLU") or layer.index is not None:
             what = layer.kind if layer.index is None else f"{layer.kind} on part of the neurons"
+            final = chain.meta.get("final_monotone")
+            hint = f", or drop the model's final {final} with --drop-final {final.lower()} (the argmax is kept)" \
+                if final else ""
             raise ValueError(f"layer {i + 1} has a {what} activation, which a {fmt} file of Gemm/Relu "
-                             f"layers cannot hold exactly; write --format pt or npz instead")
+                             f"layers cannot hold exactly; write --format pt or npz instead{hint}")
 
 
 def _layers_with_output(chain: Chain) -> list[Layer]:
@@ -72,8 +75,9 @@ def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, d
     meta = chain.meta
     in_name, out_name = meta.get("input_name", "input"), meta.get("output_name", "output")
     in_dims = meta.get("input_dims") or [1, *chain.input_shape]
-    out_dims = meta.get("output_dims") or [1, *chain.output_shape]
+    out_dims = meta["output_dims"] if meta.get("output_dims") is not None else [1, *chain.output_shape]
     batched = meta.get("batched", True)
+    out_batched = meta.get("output_batched", batched)  # the output keeps the batch axis in front
     elem = TensorProto.DOUBLE if np.dtype(dtype) == np.float64 else TensorProto.FLOAT
     nodes, inits = [], []
     cur = in_name
@@ -85,7 +89,7 @@ def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, d
         inits.append(numpy_helper.from_array(np.array([1, n_in], dtype=np.int64), "input_shape2d"))
         nodes.append(helper.make_node("Reshape", [cur, "input_shape2d"], ["flat"], name="reshape_in"))
         cur = "flat"
-    needs_reshape = not (batched and len(out_dims) == 2)
+    needs_reshape = not (out_batched and len(out_dims) == 2)
     for i, layer in enumerate(chain.layers, 1):
         inits.append(numpy_helper.from_array(layer.M.astype(dtype).toarray(), f"W{i}"))
         inits.append(numpy_helper.from_array(layer.b.astype(dtype), f"B{i}"))
@@ -99,8 +103,8 @@ def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, d
     if not needs_reshape:  # the last node writes the original output
         nodes[-1].output[0] = out_name
     if needs_reshape:
-        target = [0 if (batched and k == 0) else (d if isinstance(d, int) else -1) for k, d in enumerate(out_dims)]
-        if not batched or len(out_dims) < 2:
+        target = [0 if (out_batched and k == 0) else (d if isinstance(d, int) else -1) for k, d in enumerate(out_dims)]
+        if not out_batched or len(out_dims) < 2:
             target = [d if isinstance(d, int) else -1 for d in out_dims]
         inits.append(numpy_helper.from_array(np.array(target, dtype=np.int64), "output_shape"))
         nodes.append(helper.make_node("Reshape", [cur, "output_shape"], [out_name], name="reshape_out"))
@@ -110,6 +114,7 @@ def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, d
     opset = opset or max(9, min(int(meta.get("opset", 13)), 21))
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="convmatrix")
+    model.doc_string = describe_origin(meta)
     model.ir_version = helper.find_min_ir_version_for(opsets)
     big = dense_bytes(chain, np.dtype(dtype).itemsize) > 1_800_000_000  # protobuf's 2 GB limit
     if big:
@@ -267,6 +272,15 @@ def read_npz(path) -> Chain:
                       for k in z.files if k.startswith(prefix)}
             layers.append(Layer(M, z[f"b{i}"], kind, params, z[f"index{i}"] if f"index{i}" in z.files else None))
         return Chain(layers, tuple(int(d) for d in z["input_shape"]), tuple(int(d) for d in z["output_shape"]), {})
+
+
+def describe_origin(meta: dict) -> str:
+    """The written model's doc string: what it computes of the original (a dropped final operation)."""
+    text = "A fully connected ReLU network that computes exactly what the original network computes"
+    if meta.get("dropped_final"):
+        text += (f", except its final {meta['dropped_final']}, which was dropped: a strictly increasing (or "
+                 "argmax-preserving) operation, so the argmax of the output is the original's")
+    return text + "; written by convmatrix."
 
 
 def describe_size(chain: Chain) -> str:

@@ -19,7 +19,8 @@ from ..core.matrix import as_weight_array, conv_geometry, conv_matrix
 
 __all__ = [
     "conv_affine", "linear_affine", "channel_affine", "gather_matrix", "codes",
-    "pool_windows", "adaptive_windows", "avg_pool_affine", "max_pool_groups",
+    "pool_windows", "adaptive_windows", "avg_pool_affine", "max_pool_groups", "unit_rows", "probe_affine",
+    "is_affine_on", "reduce_groups", "group_sum_matrix",
 ]
 
 
@@ -135,3 +136,68 @@ def max_pool_groups(W) -> np.ndarray:
     k = int(lens.max(initial=1))
     pos = np.minimum(np.arange(k)[None, :], lens[:, None] - 1)
     return W.indices[W.indptr[:-1, None] + pos].astype(np.int64)
+
+
+def unit_rows(start: int, stop: int, n: int) -> np.ndarray:
+    """Rows ``e_start .. e_{stop-1}`` of the ``n x n`` identity (float64): the probes of :func:`probe_affine`."""
+    Z = np.zeros((stop - start, n))
+    Z[np.arange(stop - start), np.arange(start, stop)] = 1.0
+    return Z
+
+
+def probe_affine(fn, n_in: int, *, max_entries: int = 2**22):
+    """``(M, b)`` of an affine map given as a batched function, read off unit vectors.
+
+    ``fn(Z)`` maps a ``(k, n_in)`` float64 batch to ``(k, n_out)``. Then ``b = fn(0)``
+    and column ``j`` of ``M`` is ``fn(e_j) - b``: exact for an affine ``fn`` (the unit
+    vectors' outputs are the coefficients themselves). Unit vectors are sent in chunks
+    of at most ``max_entries`` output values; exact zeros are not stored.
+
+    >>> import numpy as np
+    >>> M, b = probe_affine(lambda Z: Z @ np.array([[1., 2.], [0., 3.]]).T + 1, 2)
+    >>> M.toarray(), b
+    (array([[1., 2.],
+           [0., 3.]]), array([1., 1.]))
+    """
+    b = np.asarray(fn(np.zeros((1, n_in))), dtype=np.float64)[0]
+    k = max(1, min(n_in, max_entries // max(1, b.size)))
+    blocks = []
+    for start in range(0, n_in, k):
+        Y = np.asarray(fn(unit_rows(start, min(n_in, start + k), n_in)), dtype=np.float64) - b
+        blocks.append(sp.csr_array(Y.T))
+    M = sp.hstack(blocks, format="csr") if blocks else sp.csr_array((b.size, 0))
+    M.eliminate_zeros()
+    return sp.csr_array(M), b
+
+
+def is_affine_on(fn, M, b, points, rtol: float = 1e-9) -> bool:
+    """Whether ``fn(P) == P @ M.T + b`` (to ``rtol`` of the output's scale) on the rows of ``points``."""
+    got = np.asarray(fn(points), dtype=np.float64)
+    want = np.asarray((M @ points.T).T) + b
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    return got.shape == want.shape and bool(np.allclose(got, want, rtol=0, atol=rtol * scale, equal_nan=True))
+
+
+def reduce_groups(shape, axes, keepdims: bool = True):
+    """``(groups, out_shape)`` of a reduction over ``axes``: ``groups[i]`` the flat input indices
+    that output neuron ``i`` reduces (C order), as for :class:`~convmatrix.network.ir.Max`.
+
+    >>> g, out = reduce_groups((2, 3), [1], keepdims=False)
+    >>> g.tolist(), out
+    ([[0, 1, 2], [3, 4, 5]], (2,))
+    """
+    shape = tuple(int(d) for d in shape)
+    axes = sorted({int(a) % len(shape) for a in axes}) if shape else []
+    keep = [d for d in range(len(shape)) if d not in axes]
+    idx = np.arange(prod(shape), dtype=np.int64).reshape(shape).transpose(keep + axes)
+    k = prod(shape[d] for d in axes)
+    out = tuple(1 if d in axes else shape[d] for d in range(len(shape))) if keepdims else \
+        tuple(shape[d] for d in keep)
+    return idx.reshape(-1, k), out
+
+
+def group_sum_matrix(groups, n_in: int, scale: float = 1.0) -> sp.csr_array:
+    """``y[i] = scale * sum_j x[groups[i, j]]``: the matrix of a sum (or mean) over index groups."""
+    groups = np.asarray(groups, dtype=np.int64)
+    rows = np.repeat(np.arange(groups.shape[0]), groups.shape[1])
+    return sp.csr_array((np.full(groups.size, float(scale)), (rows, groups.ravel())), shape=(groups.shape[0], n_in))

@@ -1,19 +1,22 @@
 """ONNX front end: a model file, read only through ``onnx``, as an IR :class:`Graph`.
 
-Values keep the file's full tensor shapes, with a batch axis (dynamic or fixed) taken
-as 1: one sample, flattened in C order. The batch axis is the first axis of a
-rank >= 2 input; a rank-1 input (``test_small.onnx``) has none. With a dynamic batch,
-operations that would mix samples (a Transpose, Flatten, Reshape, Concat, ... over
-axis 0) are refused.
+Values keep the file's full tensor shapes, with a batch axis taken as 1: one sample,
+flattened in C order. The input's leading axis is a batch axis when it is dynamic, or
+of size 1 in an input of rank >= 2; a fixed leading size > 1 is part of the sample
+(``batch_axis`` overrides this). With several samples along the batch axis,
+operations that would mix them (a Transpose, Flatten, Reshape, Concat, reduction, ...
+over axis 0) are refused.
 
-Supported (opset 9 and newer): Conv, ConvTranspose, Gemm, MatMul, Add/Sub/Mul/Div
-(by constants; Add/Sub also of two values), Neg, Sum, Relu, LeakyRelu, PRelu, Clip,
-Sigmoid, Tanh, Elu, Softplus, MaxPool, AveragePool, GlobalAveragePool,
-GlobalMaxPool, BatchNormalization, Pad, Flatten, Reshape, Transpose, Squeeze,
-Unsqueeze, Slice, Gather, Concat, Expand, Tile, DepthToSpace, SpaceToDepth,
-Resize/Upsample (nearest), Cast to float, Identity, Dropout, Constant; nodes whose inputs are all constants (the
-Shape/Gather/Unsqueeze/Concat chains exporters emit for reshapes) are folded with
-``onnx.reference``. Anything else raises ValueError naming the node and its place.
+Every operator whose function is piecewise linear, given constant attributes and
+constant non-first inputs, has a rule (:data:`RULES`, rendered by
+:func:`operators_markdown`): affine maps (Conv, Gemm, ...), gathers read off the
+operator run on integer codes (Transpose, Slice, Pad, ...), the general affine rule
+(the matrix read off unit vectors and checked on random inputs: Einsum, Resize in
+linear mode, ...), element-wise piecewise-linear functions as ReLUs (Abs, Clip, ...)
+and max trees (Max, ReduceMax, MaxPool, ...). Nodes whose inputs are all constants
+(the Shape/Gather/Unsqueeze/Concat chains exporters emit for reshapes) are folded
+with ``onnx.reference``. Anything else raises ValueError naming the node, its place
+and why (not piecewise linear, not continuous, or not supported).
 """
 
 from __future__ import annotations
@@ -24,15 +27,73 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
-from .ir import Graph
+from .ir import Affine, Graph, Max
 from .layers import (adaptive_windows, avg_pool_affine, channel_affine, codes, conv_affine, gather_matrix,
-                     linear_affine, max_pool_groups, pool_windows)
+                     group_sum_matrix, is_affine_on, linear_affine, max_pool_groups, pool_windows, probe_affine,
+                     reduce_groups)
+from .passes import clip, piecewise_linear
 
-__all__ = ["from_onnx", "read_onnx", "onnx_pads"]
+__all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "without_dropped", "supported_operators", "operators_markdown",
+           "RULES", "MIN_OPSET"]
 
-GATHER_OPS = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Concat", "Slice", "Gather",
-              "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Resize", "Upsample"}  # Resize: nearest only
-_AXIS_ZERO = "an operation over the batch axis (axis 0) of a model with a dynamic batch"
+MIN_OPSET = 7  # the oldest default-domain opset onnxruntime runs
+
+# How every supported operator becomes IR nodes (the README's table is rendered from this).
+GATHER = "gather: a 0/1 selection matrix read off the operator run on integer codes"
+PROBE = "affine, matrix read off unit vectors (onnx.reference) and checked on random inputs"
+RULES: dict[str, str] = {
+    **{op: "affine: the convolution matrix (conv_matrix); asymmetric padding as a crop" for op in
+       ("Conv", "ConvTranspose")},
+    **{op: "affine: sparse matrix and bias" for op in ("Gemm", "MatMul", "Neg", "BatchNormalization", "AveragePool",
+                                                        "GlobalAveragePool", "ReduceSum", "ReduceMean")},
+    **{op: "affine: with constants, or a sum or difference of values" for op in ("Add", "Sub", "Sum", "Mean")},
+    **{op: "affine: by constants" for op in ("Mul", "Div")},
+    **{op: GATHER for op in ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Concat", "Slice",
+                              "Gather", "GatherElements", "GatherND", "Split", "Expand", "Tile", "DepthToSpace",
+                              "SpaceToDepth", "Where", "ReverseSequence", "Compress", "Trilu", "CenterCropPad",
+                              "ScatterND", "ScatterElements")},
+    **{op: "gather (nearest mode); " + PROBE + " (linear, cubic)" for op in ("Resize", "Upsample", "GridSample")},
+    **{op: PROBE for op in ("Einsum", "CumSum", "Col2Im", "MaxUnpool", "RoiAlign")},
+    "Relu": "ReLU",
+    **{op: "element-wise piecewise linear, where continuous (Shrink with bias = lambd, ThresholdedRelu with "
+           "alpha = 0): slope*x + c + sum of d*relu(x - t)" for op in
+       ("LeakyRelu", "PRelu", "Clip", "Abs", "HardSigmoid", "Shrink", "ThresholdedRelu")},
+    **{op: "max tree: max(a, b) = b + relu(a - b)" for op in ("Max", "Min", "MaxPool", "GlobalMaxPool",
+                                                               "ReduceMax", "ReduceMin")},
+    "ReduceL1": "sum of absolute values (ReLUs)",
+    **{op: "the same value (Cast: to a float type; Dropout: inference mode)" for op in ("Identity", "Dropout", "Cast")},
+    **{op: "folded to a constant" for op in ("Constant", "Shape", "Size", "ConstantOfShape", "EyeLike")},
+}
+GATHER_OPS = {op for op, rule in RULES.items() if rule == GATHER}
+PROBE_OPS = {op for op, rule in RULES.items() if rule == PROBE}
+# Not piecewise linear: kept as IR activations (for pt/npz), refused by the Gemm/Relu writers.
+NON_PWL_ACTIVATIONS = ("Elu", "Sigmoid", "Softplus", "Tanh")
+# Strictly increasing (or, for Softmax/LogSoftmax, argmax-preserving) final operations ``drop_final`` may drop.
+MONOTONE = ("Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Softplus", "Softsign", "Exp", "Elu", "Selu", "Celu",
+            "Erf", "Asinh", "Atan", "Sinh")
+PASSTHROUGH = ("Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+SAMPLE_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+_AXIS_ZERO = "an operation over the batch axis (axis 0) of a model with several samples along it"
+PROBE_LIMIT = 4096  # unit vectors probed one at a time at most (batched probes have no limit)
+
+
+def supported_operators() -> list[tuple[str, str]]:
+    """``(operator, how it is lowered)`` for every supported ONNX operator, sorted by name."""
+    return sorted(RULES.items())
+
+
+def operators_markdown() -> str:
+    """The table of supported operators as Markdown, one row per rule (the README's list is this text)."""
+    by_rule: dict[str, list[str]] = {}
+    for op, rule in RULES.items():
+        by_rule.setdefault(rule, []).append(op)
+    lines = [f"Default domain, opset {MIN_OPSET} and newer (as far as the installed onnxruntime runs them: "
+             "every model is validated with it first).", "", "| operators | lowered as |", "| --- | --- |"]
+    lines += [f"| {', '.join(f'`{op}`' for op in sorted(ops))} | {rule} |" for rule, ops in by_rule.items()]
+    lines += ["", "Read but not piecewise linear (kept as activations, so written only as `pt` or `npz`): "
+              + ", ".join(f"`{op}`" for op in NON_PWL_ACTIVATIONS) + ". A final `Softmax`, `LogSoftmax` or other "
+              "strictly increasing operation can be dropped (`--drop-final`), keeping the argmax."]
+    return "\n".join(lines)
 
 
 def read_onnx(source):
@@ -91,8 +152,63 @@ def onnx_pads(a: dict, spatial, k, s, d):
     return p[:nd], p[nd:]
 
 
+def _final_to_drop(graph, drop_final):
+    """``(node position, op, drop it?)`` of the model's final monotone operation, or None.
+
+    The final operation is found from the output back over value-preserving nodes
+    (Identity, Reshape, Flatten, ...); it is dropped when its op is in ``drop_final``
+    (names in any case, e.g. ``("softmax",)``).
+    """
+    if isinstance(drop_final, str):
+        drop_final = [w for w in drop_final.split(",") if w.strip()]
+    known = {op.lower(): op for op in MONOTONE}
+    wanted = {str(w).strip().lower() for w in drop_final or ()}
+    if wanted - set(known):
+        raise ValueError(f"drop_final: {sorted(wanted - set(known))} cannot be dropped; allowed are strictly "
+                         f"increasing final operations: {', '.join(sorted(known))}")
+    producers = {out: (pos, node) for pos, node in enumerate(graph.node) for out in node.output if out}
+    name, seen = graph.output[0].name, 0
+    while name in producers and seen < len(graph.node):
+        pos, node = producers[name]
+        if node.op_type in MONOTONE:
+            return pos, node.op_type, node.op_type.lower() in wanted
+        if node.op_type not in PASSTHROUGH or not node.input:
+            return None
+        name, seen = node.input[0], seen + 1
+    return None
+
+
+def _sample_dims(dims, batch_axis, input_shape, name):
+    """``(batched, full dims)`` of the input: which axis is a batch axis, dynamic sizes filled in.
+
+    Without ``batch_axis`` (None) the leading axis is a batch axis when it is dynamic,
+    or of size 1 in a rank >= 2 input; a fixed leading size > 1 is part of the sample.
+    ``input_shape`` (the sample, without a batch axis) fills the dynamic sizes.
+    """
+    if batch_axis is None:
+        batched = bool(dims) and (not isinstance(dims[0], int) or (dims[0] == 1 and len(dims) >= 2))
+    else:
+        batched = bool(batch_axis)
+        if batched and not dims:
+            raise ValueError(f"input {name!r} is a scalar: it has no axis to be a batch axis")
+    rest = list(dims[1:] if batched else dims)
+    if input_shape is not None:
+        given = [int(d) for d in input_shape]
+        if batched and len(given) == len(dims) and given[:1] == [1]:
+            given = given[1:]  # the shape with the batch axis as 1, as graph.input_shape reads
+        if len(given) != len(rest) or any(isinstance(d, int) and d != g for d, g in zip(rest, given)) \
+                or min(given, default=1) < 1:
+            raise ValueError(f"input_shape {tuple(given)} does not fit input {name!r} of shape {dims} "
+                             f"({'batch axis left out: ' if batched else ''}{len(rest)} sizes, the fixed ones equal)")
+        rest = given
+    if not all(isinstance(d, int) for d in rest):
+        raise ValueError(f"input {name!r} has shape {dims}: sizes other than the batch axis are dynamic; "
+                         "give them with input_shape (convert --input-shape)")
+    return batched, ([dims[0]] if batched else []) + rest
+
+
 class _OnnxLoader:
-    def __init__(self, model):
+    def __init__(self, model, *, batch_axis=None, input_shape=None, drop_final=()):
         import onnx
 
         self.onnx = onnx
@@ -107,17 +223,17 @@ class _OnnxLoader:
         if len(g.output) != 1:
             raise ValueError(f"the model must have exactly one output, it has {len(g.output)}")
         self.inp, self.out = inputs[0], g.output[0]
-        dims = _dims(self.inp)
-        if not dims:
+        if not self.inp.type.tensor_type.HasField("shape"):
             raise ValueError(f"input {self.inp.name!r} has no declared shape")
-        self.batched = len(dims) >= 2
+        self.batched, dims = _sample_dims(_dims(self.inp), batch_axis, input_shape, self.inp.name)
         self.dynamic = self.batched and not isinstance(dims[0], int)
-        rest = dims[1:] if self.batched else dims
-        if not all(isinstance(d, int) for d in rest):
-            raise ValueError(f"input {self.inp.name!r} has shape {dims}: only the batch axis may be dynamic")
-        shape = ((1,) + tuple(rest)) if self.batched else tuple(dims)
+        self.mixing = self.dynamic or (self.batched and dims[0] != 1)  # several samples along axis 0
+        shape = ((1,) + tuple(dims[1:])) if self.batched else tuple(dims)
         self.g = Graph(shape, self.inp.name)
         self.vals = {self.inp.name: 0}  # name -> node id (tensors) ; constants live in self.consts
+        self.drop = _final_to_drop(g, drop_final)
+        if self.drop is not None and not self.drop[2]:
+            self.g.meta["final_monotone"] = self.drop[1]
         self.g.meta.update(source="onnx", input_name=self.inp.name, input_dims=dims,
                            output_name=self.out.name, output_dims=_dims(self.out), opset=self.opset,
                            batched=self.batched, dynamic_batch=self.dynamic,
@@ -137,21 +253,29 @@ class _OnnxLoader:
             raise ValueError(f"input {name!r} is not defined before use")
         return self.consts[name]
 
-    def run_reference(self, node, feeds):
+    def reference(self, node, opset=None):
+        """A function ``feeds -> outputs`` that runs ``node`` alone with ``onnx.reference``."""
         onnx, helper = self.onnx, self.onnx.helper
         ins = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.input if n]
         outs = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output if n]
         graph = helper.make_graph([node], "fold", ins, outs)
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset or self.opset)])
         from onnx.reference import ReferenceEvaluator
 
-        return ReferenceEvaluator(m).run(None, feeds)
+        ev = ReferenceEvaluator(m)
+        return lambda feeds: ev.run(None, feeds)
+
+    def run_reference(self, node, feeds):
+        return self.reference(node)(feeds)
 
     # -- the walk --------------------------------------------------------------------------
     def run(self) -> Graph:
         for pos, node in enumerate(self.model.graph.node):
             where = f"ONNX node #{pos} {node.name or node.output[0]!r} ({node.op_type})"
             try:
+                if self.drop is not None and pos == self.drop[0] and self.drop[2]:
+                    self.drop_node(node, where)
+                    continue
                 self.convert(node)
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
@@ -163,18 +287,29 @@ class _OnnxLoader:
             raise ValueError(f"the output {name!r} does not depend on the input")
         self.g.output = self.vals[name]
         shape = self.g.output_shape
+        if prod(shape) == 0:
+            raise ValueError(f"the output {name!r} is empty (shape {shape})")
+        self.g.meta["output_dims"] = self.output_dims(name, shape)
+        # Does the output keep the batch axis in front? (Not after a Flatten(axis=rank) or a Transpose.)
+        self.g.meta["output_batched"] = self.batched and shape[:1] == (1,)
+        return self.g
+
+    def output_dims(self, name, shape):
+        """The output's dims: declared ints must agree; a batch axis keeps the input's size or name."""
         declared = self.g.meta["output_dims"]
         declared = declared if len(declared) == len(shape) else [None] * len(shape)
-        dims = []  # declared ints must agree; a dynamic batch axis keeps its name; the rest as computed
+        dims = []
         for k, (d, n) in enumerate(zip(declared, shape)):
-            if isinstance(d, int) and d != n:
-                raise ValueError(f"output {name!r} is declared {declared} but computes shape {shape}")
-            if k == 0 and self.dynamic and n == 1:
+            batch = k == 0 and self.batched and n == 1
+            if batch and self.dynamic:
                 dims.append(d if isinstance(d, str) and d != "?" else self.g.meta["input_dims"][0])
+            elif batch:
+                dims.append(self.g.meta["input_dims"][0])
             else:
                 dims.append(n)
-        self.g.meta["output_dims"] = dims
-        return self.g
+            if isinstance(d, int) and d != dims[-1]:
+                raise ValueError(f"output {name!r} is declared {declared} but computes shape {shape}")
+        return dims
 
     def convert(self, node):
         op = node.op_type
@@ -197,17 +332,78 @@ class _OnnxLoader:
             return
         if node.domain not in ("", "ai.onnx"):
             raise ValueError(f"unsupported operation {node.domain}.{op}")
+        if op in ("Size", "EyeLike"):  # depend on the shape only
+            self.consts[node.output[0]] = self.run_reference(node, {node.input[0]: np.zeros(self.shape(node.input[0]))})[0]
+            return
         handler = getattr(self, f"op_{op}", None)
         if handler is None and op in GATHER_OPS:
             handler = self.gather
+        if handler is None and op in PROBE_OPS:
+            handler = self.probe
         if handler is None:
-            raise ValueError(f"unsupported operation {op}")
-        out = handler(node, a)
-        if out is not None:
-            self.vals[node.output[0]] = out
-        for extra in node.output[1:]:
+            raise ValueError(self.refusal(op))
+        if op in SAMPLE_OPS and self.shape(node.input[0])[:1] != (1,):
+            out = self.per_sample(node, a, handler)
+        else:
+            out = handler(node, a)
+        outs = out if isinstance(out, list) else [out]
+        for name, v in zip(node.output, outs):
+            if name and v is not None:
+                self.vals[name] = v
+        for extra in node.output[len(outs):]:
             if extra:
                 self.vals.pop(extra, None)
+
+    def refusal(self, op) -> str:
+        """Why ``op`` cannot be converted (one line)."""
+        if self.drop is not None and self.drop[1] == op and op in MONOTONE:
+            return (f"{op} is not piecewise linear; as the model's final operation it can be dropped, keeping "
+                    f"the argmax: convert --drop-final {op.lower()} (drop_final='{op.lower()}')")
+        if op in MONOTONE or op in ("HardSwish", "Gelu", "Mish", "Log", "Sqrt", "Pow", "Reciprocal", "Sin", "Cos",
+                                    "LpNormalization", "InstanceNormalization", "LayerNormalization",
+                                    "GroupNormalization", "LRN", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare",
+                                    "ReduceProd", "ReduceLogSum", "MeanVarianceNormalization"):
+            return f"{op} is not piecewise linear, so no ReLU network computes it exactly"
+        if op in ("Sign", "Floor", "Ceil", "Round", "ArgMax", "ArgMin", "Greater", "Less", "Equal", "Not", "And",
+                  "Or", "Xor", "IsNaN", "IsInf", "Mod", "HardMax", "TopK", "NonZero", "Unique", "OneHot"):
+            return f"{op} is not continuous, so no ReLU network computes it"
+        return f"unsupported operation {op}"
+
+    def drop_node(self, node, where):
+        """The final monotone ``node`` left out: its output is its input."""
+        self.vals[node.output[0]] = self.vals[node.input[0]]
+        self.g.meta["dropped_final"] = f"{where[len('ONNX '):]}"
+        self.g.meta["dropped_position"] = self.drop[0]
+
+    def per_sample(self, node, a, handler):
+        """A per-sample operation (Conv, pooling) on a fixed leading axis of N > 1 samples.
+
+        The handler builds its nodes for one sample in a graph of its own; they are
+        copied here once per sample (block-diagonal matrices, shifted max groups).
+        """
+        x = node.input[0]
+        shape = self.shape(x)
+        N = shape[0]
+        main, vals = self.g, self.vals
+        self.g, self.vals = Graph((1, *shape[1:]), x), {x: 0}
+        try:
+            last = handler(node, a)
+            sub = self.g
+        finally:
+            self.g, self.vals = main, vals
+        ids = {0: vals[x]}
+        for j, n in enumerate(sub.nodes[1:], 1):
+            ins = [ids[i] for i in n.inputs]
+            out_shape = (N, *n.shape[1:])
+            if isinstance(n, Affine) and len(ins) == 1:
+                M = sp.kron(sp.identity(N, format="csr"), n.M, format="csr")
+                ids[j] = main.affine(ins, M, np.tile(n.b, N), shape=out_shape, name=n.name)
+            elif isinstance(n, Max):
+                groups = np.concatenate([n.groups + k * sub.nodes[n.inputs[0]].size for k in range(N)])
+                ids[j] = main.max(ins[0], groups, shape=out_shape, name=n.name)
+            else:
+                raise ValueError(f"{node.op_type} on {N} samples is not supported")
+        return ids[last]
 
     # -- value-moving ops: run the op itself on integer codes ------------------------------
     def gather(self, node, a):
@@ -224,16 +420,88 @@ class _OnnxLoader:
                 feeds_c[n] = codes(self.shape(n), int(offsets[k]))
                 feeds_0[n] = np.zeros(self.shape(n))
             else:
-                feeds_c[n] = feeds_0[n] = self.const(node, list(node.input).index(n), "this input")
-        ref0 = np.asarray(self.run_reference(node, feeds_0)[0], dtype=np.float64)
-        got = np.asarray(self.run_reference(node, feeds_c)[0], dtype=np.float64) - ref0
-        M = gather_matrix(got, int(offsets[-1]), f"{node.op_type}")
-        return self.g.affine([self.vals[n] for n in traced], M, ref0.reshape(-1), shape=got.shape,
-                             name=node.name or node.output[0])
+                feeds_c[n] = feeds_0[n] = _as_data(self.const(node, list(node.input).index(n), "this input"))
+        run = self.reference(node)
+        ids = []
+        for k, (r0, rc) in enumerate(zip(run(feeds_0), run(feeds_c))):  # Split: one matrix per output
+            ref0 = np.asarray(r0, dtype=np.float64)
+            got = np.asarray(rc, dtype=np.float64) - ref0
+            M = gather_matrix(got, int(offsets[-1]), f"{node.op_type}")
+            ids.append(self.g.affine([self.vals[n] for n in traced], M, ref0.reshape(-1), shape=got.shape,
+                                     name=f"{node.name or node.output[0]}" + (f" [{k}]" if k else "")))
+        return ids
+
+    def probe(self, node, a, opset=None):
+        """An operation affine in its variable inputs (constant attributes and other inputs).
+
+        Its matrix is read off unit vectors with ``onnx.reference`` (a batch of them
+        along a size-1 leading axis where the operation treats that axis as a batch,
+        else one at a time), after a test of affinity, and checked on random inputs:
+        an operation that is not affine here is refused, never approximated.
+        """
+        self.check_batch(node, a)
+        traced = list(dict.fromkeys(n for n in node.input if n in self.vals))
+        shapes = [self.shape(n) for n in traced]
+        sizes = [prod(sh) for sh in shapes]
+        n_in = sum(sizes)
+        run = self.reference(node, opset)
+        consts = {n: _as_data(self.consts[n]) for n in node.input if n and n not in self.vals}
+
+        def evaluate(Z, batched):
+            feeds, start = dict(consts), 0
+            for name, shape, size in zip(traced, shapes, sizes):
+                part = Z[:, start:start + size]
+                feeds[name] = part.reshape((len(Z), *shape[1:])) if batched else part.reshape(shape)
+                start += size
+            outs = [np.asarray(o, dtype=np.float64) for o in run(feeds)]
+            return outs
+
+        zero = evaluate(np.zeros((1, n_in)), False)
+        out_shapes = [o.shape for o in zero]
+
+        def one(Z):
+            return np.stack([np.concatenate([o.reshape(-1) for o in evaluate(z[None, :], False)]) for z in Z])
+
+        def batch(Z):
+            outs = evaluate(Z, True)
+            if any(o.shape != (len(Z), *sh[1:]) for o, sh in zip(outs, out_shapes)):
+                raise ValueError("not batched")
+            return np.concatenate([o.reshape(len(Z), -1) for o in outs], axis=1)
+
+        rng = np.random.default_rng(len(self.g.nodes))
+        R = rng.standard_normal((3, n_in))
+        f0 = one(np.zeros((1, n_in)))[0]
+        fr = one(np.vstack([R[:2], R[0] + R[1], 2 * R[0]]))
+        linear = np.vstack([fr[0] + fr[1] - f0, 2 * fr[0] - f0])
+        scale = max(1.0, float(np.abs(fr).max(initial=0.0)))
+        if not np.allclose(fr[2:], linear, rtol=0, atol=1e-9 * scale, equal_nan=True):
+            raise ValueError(f"{node.op_type} is not affine in its input here (with these attributes and constant "
+                             "inputs), nor piecewise linear")
+        fn = one
+        if all(sh[:1] == (1,) for sh in shapes + out_shapes):
+            try:
+                if np.allclose(batch(R[:2]), fr[:2], rtol=0, atol=1e-9 * scale, equal_nan=True):
+                    fn = batch
+            except Exception:  # the operation does not take a batch along axis 0: one at a time
+                pass
+        if fn is one and n_in > PROBE_LIMIT:
+            raise ValueError(f"{node.op_type} on {n_in} input neurons would be probed one unit vector at a time "
+                             f"(more than {PROBE_LIMIT}); not supported at this size")
+        M, b = probe_affine(fn, n_in)
+        if not is_affine_on(one, M, b, R[2:]):
+            raise ValueError(f"{node.op_type} is not affine in its input here, nor piecewise linear")
+        ids, row = [], 0
+        for k, sh in enumerate(out_shapes):
+            size = prod(sh)
+            ids.append(self.g.affine([self.vals[n] for n in traced], sp.csr_array(M[row:row + size]),
+                                     b[row:row + size], shape=sh,
+                                     name=f"{node.name or node.output[0]}" + (f" [{k}]" if k else "")))
+            row += size
+        return ids
 
     def check_batch(self, node, a):
-        """With a dynamic batch, refuse ops that move or mix the batch axis."""
-        if not self.dynamic:
+        """With several samples along axis 0 (a dynamic or forced batch), refuse ops that move or mix it."""
+        if not self.mixing:
             return
         op, rank = node.op_type, len(self.shape(next(n for n in node.input if n in self.vals)))
         if op == "Transpose" and list(a.get("perm", range(rank - 1, -1, -1)))[0] != 0:
@@ -314,21 +582,33 @@ class _OnnxLoader:
             want = list(a["output_shape"])[-nd:] if "output_shape" in a else [n * ss for n, ss in zip(in_shape[1:], s)]
             total = [ss * (n - 1) + o + (kk - 1) * dd + 1 - t
                      for n, ss, o, kk, dd, t in zip(in_shape[1:], s, op_, k, d, want)]
-            upper = a.get("auto_pad", "NOTSET") != "SAME_LOWER"
+            if "output_shape" not in a:  # SAME_*: as onnxruntime, never a negative padding
+                total = [max(0, t) for t in total]
+            upper = a.get("auto_pad", "NOTSET") == "SAME_UPPER"
             lo = [t // 2 if upper else t - t // 2 for t in total]
             hi = [t - l for t, l in zip(total, lo)]
         else:
             p = list(a.get("pads", [0] * (2 * nd)))
             lo, hi = p[:nd], p[nd:]
-        if lo != hi:
-            raise ValueError(f"ConvTranspose with asymmetric pads {lo} / {hi} is not supported")
+        sym = lo == hi and min(lo, default=0) >= 0
         M, bias, out = conv_affine(w, b, in_shape, stride=s, dilation=d, groups=int(a.get("group", 1)),
-                                   padding=tuple(lo), transposed=True, output_padding=tuple(op_))
-        return self.g.affine([self.vals[x]], M, bias, shape=(1,) + out, name=node.name or node.output[0])
+                                   padding=tuple(lo) if sym else 0, transposed=True, output_padding=tuple(op_))
+        name = node.name or node.output[0]
+        y = self.g.affine([self.vals[x]], M, bias, shape=(1,) + out, name=name if sym else f"{name} (unpadded)")
+        if sym:
+            return y
+        return self.crop(y, out, lo, hi, name)  # asymmetric pads (SAME_*, output_shape): crop the full output
+
+    def crop(self, x, shape, lo, hi, name):
+        """``x`` of shape ``(C, *spatial)`` (one sample) cut by ``lo``/``hi`` per spatial axis (negative: zeros added)."""
+        c = codes(shape)
+        c = np.pad(c, [(0, 0)] + [(max(0, -l), max(0, -h)) for l, h in zip(lo, hi)])
+        c = c[(slice(None),) + tuple(slice(max(0, l), c.shape[i + 1] - max(0, h)) for i, (l, h) in enumerate(zip(lo, hi)))]
+        return self.g.affine([x], gather_matrix(c, prod(shape)), shape=(1,) + c.shape, name=name)
 
     def op_Gemm(self, node, a):
-        if node.input[0] not in self.vals or a.get("transA", 0):
-            raise ValueError("Gemm is supported with the data as A (transA=0) and constant B")
+        if node.input[0] not in self.vals or a.get("transA", 0) or (len(node.input) > 2 and node.input[2] in self.vals):
+            return self.probe(node, a)  # B or C variable, or A transposed
         B = self.const(node, 1, "B")
         B = B.T if a.get("transB", 0) else B
         C = self.const(node, 2, "C")
@@ -348,12 +628,14 @@ class _OnnxLoader:
             if W.ndim == 1:
                 M, _, out = linear_affine(W[None, :], None, shape)
                 return self.g.affine([self.vals[x]], M, shape=out[:-1] or (1,), name=name)
-            if W.ndim != 2:
-                raise ValueError(f"MatMul with a constant of rank {W.ndim} is not supported")
+            if W.ndim != 2:  # a batched product: block-diagonal
+                return self.matmul_batched(node, x, W, left=False)
             M, _, out = linear_affine(W.T, None, shape)
             return self.g.affine([self.vals[x]], M, shape=out, name=name)
         W = self.const(node, 0, "the first factor")  # W @ x
         shape = self.shape(y)
+        if W.ndim > 2:
+            return self.matmul_batched(node, y, W, left=True)
         if W.ndim != 2 or shape[-1 if len(shape) == 1 else -2] != W.shape[1]:
             raise ValueError(f"MatMul of a {W.shape} constant with a value of shape {shape}")
         if len(shape) == 1:
@@ -361,6 +643,22 @@ class _OnnxLoader:
         lead, p = prod(shape[:-2]), shape[-1]
         M = sp.kron(sp.identity(lead), sp.kron(sp.csr_array(W.astype(np.float64)), sp.identity(p)), format="csr")
         return self.g.affine([self.vals[y]], M, shape=(*shape[:-2], W.shape[0], p), name=name)
+
+    def matmul_batched(self, node, x, W, left):
+        """``x @ W`` or ``W @ x`` with broadcasting batch axes (numpy.matmul's rules): its matrix
+        read off unit vectors, computed by NumPy along an extra leading axis."""
+        shape, W = self.shape(x), np.asarray(W, dtype=np.float64)
+        n = prod(shape)
+        out = np.matmul(W, np.zeros(shape)) if left else np.matmul(np.zeros(shape), W)
+
+        extra = (1,) * max(0, W.ndim - len(shape))  # the probe's axis in front of every batch axis
+
+        def fn(Z):
+            X = Z.reshape((len(Z), *extra, *shape))
+            return (np.matmul(W, X) if left else np.matmul(X, W)).reshape(len(Z), -1)
+
+        M, b = probe_affine(fn, n)
+        return self.g.affine([self.vals[x]], M, b, shape=out.shape, name=node.name or node.output[0])
 
     def broadcast(self, name, out_shape, label):
         shape = self.shape(name)
@@ -410,12 +708,85 @@ class _OnnxLoader:
     def op_Div(self, node, a):
         return self.arith(node, "Div")
 
-    def op_Sum(self, node, a):
-        if len(node.input) == 1:
-            return self.vals[node.input[0]]
-        if len(node.input) != 2:
-            return self.g.add([self.vals[n] for n in node.input], name=node.name or node.output[0])
-        return self.arith(node, "Sum")
+    def operands(self, node):
+        """The inputs broadcast to one shape: ``(shape, variable node ids, constant arrays)``."""
+        ins = [n for n in node.input if n]
+        shapes = [self.shape(n) if n in self.vals else np.shape(self.consts[n]) for n in ins]
+        out = tuple(np.broadcast_shapes(*shapes))
+        name = node.name or node.output[0]
+        ids = [self.broadcast(n, out, name) for n in ins if n in self.vals]
+        consts = [np.broadcast_to(np.asarray(self.consts[n], dtype=np.float64), out).reshape(-1)
+                  for n in ins if n not in self.vals]
+        return out, ids, consts
+
+    def op_Sum(self, node, a, scale=1.0):
+        out, ids, consts = self.operands(node)
+        eye = sp.identity(prod(out), format="csr") * scale
+        b = scale * sum(consts, np.zeros(prod(out)))
+        return self.g.affine(ids, sp.hstack([eye] * len(ids), format="csr"), b, shape=out,
+                             name=node.name or node.output[0])
+
+    def op_Mean(self, node, a):
+        return self.op_Sum(node, a, 1.0 / len([n for n in node.input if n]))
+
+    def op_Max(self, node, a, sign=1.0):
+        """``max`` of several tensors (constants first combined into one): a Max node over the stacked operands."""
+        out, ids, consts = self.operands(node)
+        n, name = prod(out), node.name or node.output[0]
+        if consts:
+            c = np.max(np.stack(consts) * sign, axis=0) * sign
+            ids.append(self.g.affine([ids[0]], sp.csr_array((n, n)), c, shape=out, name=f"{name} (constant)"))
+        if len(ids) == 1:
+            return ids[0]
+        stacked = self.g.affine(ids, sign * sp.identity(n * len(ids), format="csr"), name=f"{name} (operands)")
+        groups = np.arange(n)[:, None] + n * np.arange(len(ids))[None, :]
+        m = self.g.max(stacked, groups, shape=out, name=name)
+        return m if sign > 0 else self.g.affine([m], -sp.identity(n, format="csr"), shape=out, name=f"{name} (-)")
+
+    def op_Min(self, node, a):
+        return self.op_Max(node, a, sign=-1.0)
+
+    def reduce_axes(self, node, a):
+        """``(groups, out_shape)`` of a Reduce* node (axes from the attribute or, opset 13/18+, the input)."""
+        shape = self.shape(node.input[0])
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.const(node, 1, "axes")
+        if axes is None or len(np.ravel(axes)) == 0:
+            axes = [] if a.get("noop_with_empty_axes", 0) else list(range(len(shape)))
+        axes = [int(x) for x in np.ravel(axes)]
+        if self.mixing and 0 in [x % max(1, len(shape)) for x in axes]:
+            raise ValueError(f"{node.op_type} over {_AXIS_ZERO}")
+        return reduce_groups(shape, axes, bool(a.get("keepdims", 1)))
+
+    def reduce_sum(self, node, a, x, mean=False):
+        groups, out = self.reduce_axes(node, a)
+        M = group_sum_matrix(groups, self.g.nodes[x].size, 1.0 / groups.shape[1] if mean else 1.0)
+        return self.g.affine([x], M, shape=out, name=node.name or node.output[0])
+
+    def op_ReduceSum(self, node, a):
+        return self.reduce_sum(node, a, self.vals[node.input[0]])
+
+    def op_ReduceMean(self, node, a):
+        return self.reduce_sum(node, a, self.vals[node.input[0]], mean=True)
+
+    def op_ReduceL1(self, node, a):
+        return self.reduce_sum(node, a, self.op_Abs(node, a))
+
+    def op_ReduceMax(self, node, a, sign=1.0):
+        groups, out = self.reduce_axes(node, a)
+        x, name = self.vals[node.input[0]], node.name or node.output[0]
+        if groups.shape[1] == 0:
+            raise ValueError(f"{node.op_type} over an empty axis")
+        if sign > 0:
+            return self.g.max(x, groups, shape=out, name=name)
+        n = self.g.nodes[x].size
+        neg = self.g.affine([x], -sp.identity(n, format="csr"), name=f"{name} (-x)")
+        m = self.g.max(neg, groups, shape=out, name=f"{name} (max)")
+        return self.g.affine([m], -sp.identity(prod(out), format="csr"), shape=out, name=name)
+
+    def op_ReduceMin(self, node, a):
+        return self.op_ReduceMax(node, a, sign=-1.0)
 
     def op_Neg(self, node, a):
         n = prod(self.shape(node.input[0]))
@@ -458,6 +829,65 @@ class _OnnxLoader:
         slope = np.asarray(self.const(node, 1, "the slope"), dtype=np.float64)
         slopes = np.broadcast_to(slope, self.shape(node.input[0])).reshape(-1).copy()
         return self.act(node, "PReLU", {"slopes": slopes})
+
+    def op_Abs(self, node, a):
+        """``|x| = -x + 2 relu(x)``."""
+        return piecewise_linear(self.g, self.vals[node.input[0]], -1.0, 0.0, [[0.0]], [[2.0]],
+                                name=node.name or node.output[0])
+
+    def op_HardSigmoid(self, node, a):
+        """``clip(alpha * x + beta, 0, 1)``."""
+        x, name = self.vals[node.input[0]], node.name or node.output[0]
+        n, alpha, beta = self.g.nodes[x].size, float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+        z = self.g.affine([x], alpha * sp.identity(n, format="csr"), np.full(n, beta), shape=self.g.nodes[x].shape,
+                          name=f"{name} (alpha x + beta)")
+        return clip(self.g, z, 0.0, 1.0, name=name)
+
+    def op_Shrink(self, node, a):
+        """Soft shrinkage ``relu(x - l) - relu(-x - l)`` (continuous only when ``bias == lambd``)."""
+        lambd, bias = float(a.get("lambd", 0.5)), float(a.get("bias", 0.0))
+        if bias != lambd:
+            raise ValueError(f"Shrink with bias {bias} != lambd {lambd} jumps at +-lambd: not continuous, so no "
+                             "ReLU network computes it")
+        return piecewise_linear(self.g, self.vals[node.input[0]], 1.0, lambd, [[lambd, -lambd]], [[1.0, -1.0]],
+                                name=node.name or node.output[0])
+
+    def op_ThresholdedRelu(self, node, a):
+        alpha = float(a.get("alpha", 1.0))
+        if alpha != 0.0:
+            raise ValueError(f"ThresholdedRelu with alpha {alpha} jumps at alpha: not continuous, so no ReLU "
+                             "network computes it")
+        return self.act(node, "ReLU")
+
+    def op_Resize(self, node, a):
+        """Nearest: a gather; linear and cubic interpolation: affine (the general rule)."""
+        return self.gather(node, a) if a.get("mode", "nearest") == "nearest" else self.probe(node, a)
+
+    def op_Upsample(self, node, a):
+        """Upsample (opsets 7-9) is Resize with asymmetric coordinates; linear mode goes through Resize-13."""
+        if a.get("mode", "nearest") == "nearest":
+            return self.gather(node, a)
+        scales = node.input[1] if len(node.input) > 1 else f"{node.output[0]}__scales"
+        if len(node.input) < 2:
+            self.consts[scales] = np.asarray(a["scales"], dtype=np.float32)
+        resize = self.onnx.helper.make_node("Resize", [node.input[0], "", scales], list(node.output), name=node.name,
+                                            mode="linear", coordinate_transformation_mode="asymmetric")
+        return self.probe(resize, {}, opset=13)
+
+    def op_GridSample(self, node, a):
+        """Affine in the image for a constant grid; the mode names of opset 16 read as opset 20's."""
+        mode = {"bilinear": "linear", "bicubic": "cubic"}.get(a.get("mode", "bilinear"), a.get("mode", "bilinear"))
+        if mode == "nearest":
+            return self.gather(node, a)
+        attrs = {k: v for k, v in a.items() if k != "mode"}
+        same = self.onnx.helper.make_node("GridSample", list(node.input), list(node.output), name=node.name,
+                                          mode=mode, **attrs)
+        return self.probe(same, a, opset=max(self.opset, 20))
+
+    def op_Softmax(self, node, a):
+        raise ValueError(self.refusal(node.op_type))
+
+    op_LogSoftmax = op_Softmax
 
     def op_Clip(self, node, a):
         lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
@@ -517,8 +947,85 @@ class _OnnxLoader:
         return self.global_pool(node, "max")
 
 
-def from_onnx(source) -> Graph:
+def _as_data(value):
+    """A constant fed beside float64 probes: floating-point constants as float64 too."""
+    value = np.asarray(value)
+    return value.astype(np.float64) if value.dtype.kind == "f" else value
+
+
+def _first_line(exc) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def validate_onnx(model, path=None, input_dims=None) -> None:
+    """Refuse, with the reason in one ValueError line, a model that ``onnx.checker`` or
+    onnxruntime cannot read or run (an unknown opset, a weight whose shape or type
+    disagrees with its node, ...): checked once on an input of zeros of ``input_dims``
+    (default: the declared shape, dynamic sizes 1)."""
+    import onnx
+
+    where = os.fspath(path) if path is not None else "the model"
+    try:
+        onnx.checker.check_model(os.fspath(path) if path is not None else model)
+    except Exception as exc:  # a value without a declared shape is allowed (the spec makes it optional)
+        if "Field 'shape' of 'type' is required" not in str(exc):
+            raise ValueError(f"{where}: not a valid ONNX model (onnx.checker): {_first_line(exc)}") from None
+    from .._optional import require
+
+    ort = require("onnxruntime", extra="onnx", feature="validating ONNX models")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(os.fspath(path) if path is not None else model.SerializeToString(), opts,
+                                    providers=["CPUExecutionProvider"])
+        feeds = {}
+        for i in sess.get_inputs():
+            dims = input_dims if input_dims is not None and len(sess.get_inputs()) == 1 else i.shape
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(
+                next(v.type.tensor_type.elem_type for v in model.graph.input if v.name == i.name))
+            feeds[i.name] = np.zeros([d if isinstance(d, int) and d >= 0 else 1 for d in dims], dtype=dtype)
+        sess.run(None, feeds)
+    except Exception as exc:
+        raise ValueError(f"{where}: onnxruntime cannot run this model: {_first_line(exc)}") from None
+
+
+def without_dropped(source, meta):
+    """The original model with the node ``drop_final`` left out replaced by Identity (a path
+    when nothing was dropped, else the serialized model): what the converted network computes,
+    for onnxruntime to check it against."""
+    pos = meta.get("dropped_position")
+    if pos is None:
+        return source
+    import onnx
+
+    model = read_onnx(source)
+    model = onnx.load_from_string(model.SerializeToString())  # a copy; external data already loaded
+    node = model.graph.node[pos]
+    identity = onnx.helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name)
+    model.graph.node.remove(node)
+    model.graph.node.insert(pos, identity)
+    return model.SerializeToString()
+
+
+def from_onnx(source, *, batch_axis: bool | None = None, input_shape=None, drop_final=(),
+              validate: bool = True) -> Graph:
     """The IR graph of an ONNX model (a path or an ``onnx.ModelProto``).
+
+    Parameters
+    ----------
+    batch_axis : bool, optional
+        Whether the input's leading axis is a batch axis. By default it is when it is
+        dynamic, or of size 1 in an input of rank >= 2; a fixed leading size > 1 is
+        then part of the one sample.
+    input_shape : tuple of int, optional
+        The sample's shape (without the batch axis), for inputs with dynamic sizes.
+    drop_final : str or sequence of str
+        Final strictly increasing operations to leave out (``"softmax"``,
+        ``"logsoftmax"``, ``"sigmoid"``, ...): the result keeps the original's argmax.
+        ``graph.meta["dropped_final"]`` then names the node dropped.
+    validate : bool
+        Check the model with ``onnx.checker`` and onnxruntime first (:func:`validate_onnx`).
 
     Example
     -------
@@ -533,7 +1040,16 @@ def from_onnx(source) -> Graph:
     array([[4., 6.]])
     """
     model = read_onnx(source)
-    graph = _OnnxLoader(model).run()
+    try:
+        loader = _OnnxLoader(model, batch_axis=batch_axis, input_shape=input_shape, drop_final=drop_final)
+    except (ValueError, TypeError):
+        raise
+    except Exception as exc:  # a damaged initializer or type field: one line
+        raise ValueError(f"not a readable ONNX model: {type(exc).__name__}: {_first_line(exc)}") from None
+    if validate:
+        path = source if isinstance(source, (str, bytes, os.PathLike)) else None
+        validate_onnx(model, path, loader.g.meta["input_dims"])
+    graph = loader.run()
     if not isinstance(source, (str, bytes, os.PathLike)):
         return graph
     graph.meta["path"] = os.fspath(source)

@@ -39,7 +39,8 @@ import scipy.sparse as sp
 
 from .ir import Act, Add, Affine, Graph, Input, Max, Node, apply_activation
 
-__all__ = ["Layer", "Chain", "expand_max", "relu_only", "fuse_affine", "lower", "prune", "rebuild"]
+__all__ = ["Layer", "Chain", "expand_max", "relu_only", "fuse_affine", "lower", "prune", "rebuild",
+           "piecewise_linear", "clip"]
 
 
 @dataclass(eq=False)
@@ -213,10 +214,65 @@ def _relu_pair(g: Graph, node: Act, x: int) -> int | None:
     return g.affine([r], sp.hstack([eye, sp.diags_array(-slopes)]), shape=node.shape, name=node.name)
 
 
-def relu_only(graph: Graph, kinds=("LeakyReLU", "PReLU")) -> Graph:
-    """``LeakyReLU`` and ``PReLU`` nodes (those in ``kinds``) rewritten with ReLUs."""
-    return rebuild(graph, lambda g, node, ins: _relu_pair(g, node, ins[0])
-                   if isinstance(node, Act) and node.kind in kinds else None)
+def piecewise_linear(g: Graph, x: int, slope, const, knots, coefs, *, name: str = "") -> int:
+    """The element-wise ``f(x) = slope*x + const + sum_j coefs[:, j] * relu(x - knots[:, j])``.
+
+    Every continuous piecewise-linear function of one variable has this form (one
+    knot per breakpoint, ``coefs`` the change of slope there); ``slope`` and ``const``
+    broadcast to ``(n,)``, the 2-D ``knots`` and ``coefs`` to ``(n, J)``, for the ``n``
+    neurons of ``x``. Built as an Affine node
+    (``x - knots``), a ReLU, and an Affine node reading ``x`` and the ReLUs.
+
+    >>> import numpy as np
+    >>> g = Graph((3,))
+    >>> g.output = piecewise_linear(g, 0, -1.0, 0.0, [[0.0]], [[2.0]])   # |x| = -x + 2 relu(x)
+    >>> g.evaluate(np.array([[-2., 0., 3.]]))
+    array([[2., 0., 3.]])
+    """
+    node = g.nodes[x]
+    n = node.size
+    knots = np.atleast_2d(np.asarray(knots, dtype=np.float64))
+    knots = np.broadcast_to(knots, (n, knots.shape[1]))
+    coefs = np.broadcast_to(np.atleast_2d(np.asarray(coefs, dtype=np.float64)), knots.shape)
+    J = knots.shape[1]
+    eye = sp.identity(n, format="csr")
+    pre = g.affine([x], sp.vstack([eye] * J, format="csr"), -knots.T.reshape(-1), name=f"{name} (x - knots)")
+    r = g.act(pre, "ReLU", name=f"{name} relu")
+    diag = lambda v: sp.diags_array(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)), format="csr")
+    M = sp.hstack([diag(slope)] + [diag(coefs[:, j]) for j in range(J)], format="csr")
+    return g.affine([x, r], M, np.broadcast_to(np.asarray(const, dtype=np.float64), (n,)), shape=node.shape,
+                    name=name)
+
+
+def clip(g: Graph, x: int, lo: float, hi: float, *, name: str = "") -> int:
+    """``min(max(x, lo), hi)`` with ReLUs (either bound may be infinite)."""
+    lo, hi = float(lo), float(hi)
+    if lo > hi:  # as numpy.clip and ONNX Clip: everything becomes hi
+        n = g.nodes[x].size
+        return g.affine([x], sp.csr_array((n, n)), np.full(n, hi), shape=g.nodes[x].shape, name=name)
+    if np.isinf(lo) and np.isinf(hi):
+        return g.reshape(x, g.nodes[x].shape, name=name)
+    if np.isinf(lo):  # x - relu(x - hi)
+        return piecewise_linear(g, x, 1.0, 0.0, [[hi]], [[-1.0]], name=name)
+    if np.isinf(hi):  # lo + relu(x - lo)
+        return piecewise_linear(g, x, 0.0, lo, [[lo]], [[1.0]], name=name)
+    return piecewise_linear(g, x, 0.0, lo, [[lo, hi]], [[1.0, -1.0]], name=name)
+
+
+CLIPS = {"Hardtanh": lambda p: (p.get("min_val", -1.0), p.get("max_val", 1.0)), "ReLU6": lambda p: (0.0, 6.0)}
+
+
+def _relu_rewrite(g: Graph, node: Node, x: int, kinds) -> int | None:
+    if not (isinstance(node, Act) and node.kind in kinds):
+        return None
+    if node.kind in CLIPS:
+        return clip(g, x, *CLIPS[node.kind](node.params), name=node.name)
+    return _relu_pair(g, node, x)
+
+
+def relu_only(graph: Graph, kinds=("LeakyReLU", "PReLU", "Hardtanh", "ReLU6")) -> Graph:
+    """``LeakyReLU``, ``PReLU``, ``Hardtanh`` and ``ReLU6`` nodes (those in ``kinds``) rewritten with ReLUs."""
+    return rebuild(graph, lambda g, node, ins: _relu_rewrite(g, node, ins[0], kinds))
 
 
 # -- DAG -> chain -------------------------------------------------------------------------
