@@ -7,6 +7,7 @@ SciPy slices for block sizes, and NumPy's dense SVD for the spectral norm.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -196,7 +197,8 @@ def test_spectral_norm_through_dask(local_scheduler):
 def stored_blocks(path):
     """The block arrays as Zarr holds them, read with zarr itself."""
     root = zarr.open_group(str(path), mode="r")
-    bounds = root.attrs["convmatrix"]["row_bounds"]
+    with open(os.path.join(path, "convmatrix.json")) as f:
+        bounds = json.load(f)["row_bounds"]
     return bounds, [tuple(root[f"blocks/{i}/{a}"][...] for a in ("data", "indices", "indptr"))
                     for i in range(len(bounds) - 1)]
 
@@ -266,23 +268,25 @@ def test_resume_writes_only_missing_blocks(tmp_path, local_scheduler):
     convmatrix.to_zarr(D, path)
     n = D.numblocks[0]
     assert n >= 5
-    # Block 1: interrupted after its arrays (marker gone, data garbled); block 3: never started.
-    g = zarr.open_group(path, path="blocks/1", mode="r+")
-    del g.attrs["complete"]
-    g["data"][...] = -1.0
+    # Block 1: interrupted after its arrays (no marker, data garbled); block 3: never started;
+    # block 4: marked finished, but its data changed since (the checksum catches it).
+    os.remove(os.path.join(path, "done", "1.json"))
+    zarr.open_group(path, path="blocks/1", mode="r+")["data"][...] = -1.0
     shutil.rmtree(os.path.join(path, "blocks", "3"))
-    kept = [i for i in range(n) if i not in (1, 3)]
+    os.remove(os.path.join(path, "done", "3.json"))
+    zarr.open_group(path, path="blocks/4", mode="r+")["data"][:1] = 7.0
+    kept = [i for i in range(n) if i not in (1, 3, 4)]
     before = {i: file_times(path, i) for i in kept}
-    assert convmatrix.store_info(path).complete == tuple(kept)
+    assert convmatrix.store_info(path).complete == tuple(sorted(kept + [4]))
     with pytest.raises(ValueError, match=r"incomplete: blocks \[1, 3\]"):
         convmatrix.from_zarr(path)
     time.sleep(0.01)  # so that a rewrite would show in the file times
     lazy = convmatrix.to_zarr(D, path, resume=True, compute=False)
-    assert lazy.shape[0] == 2  # only the two missing blocks are built and written
+    assert lazy.shape[0] == 3  # only the missing and the damaged blocks are built and written
     lazy.compute()
     assert {i: file_times(path, i) for i in kept} == before
     bounds, blocks = stored_blocks(path)
-    for i in (1, 3):
+    for i in (1, 3, 4):
         np.testing.assert_array_equal(blocks[i][0], M[bounds[i]:bounds[i + 1]].data)
     assert convmatrix.store_info(path).is_complete
     # Nothing left to do: a second resume writes nothing.
@@ -356,14 +360,15 @@ def test_overwrite_and_resume_together(tmp_path):
 def test_resume_with_other_blocks(tmp_path, local_scheduler):
     w = np.ones((2, 1, 3, 3))
     convmatrix.to_zarr(convmatrix.dask_matrix(w, (1, 8, 8), block_bytes=600), tmp_path / "m.zarr")
-    with pytest.raises(ValueError, match=r"resume=True needs the same matrix and blocks .* \(same block_bytes\?\)"):
+    with pytest.raises(ValueError, match=r"resume=True: the store .* was written for other row blocks \(\d+ blocks in "
+                       r"the store, \d+ now: pass the block_bytes it was built with\); pass overwrite=True"):
         convmatrix.to_zarr(convmatrix.dask_matrix(w, (1, 8, 8), block_bytes=900), tmp_path / "m.zarr", resume=True)
 
 
 def test_resume_on_a_foreign_store(tmp_path):
     zarr.open_group(str(tmp_path / "other.zarr"), mode="w").attrs["x"] = 1
     D = convmatrix.dask_matrix(np.ones((1, 1, 3)), (1, 8))
-    with pytest.raises(ValueError, match="a Zarr store but not one written by convmatrix.to_zarr"):
+    with pytest.raises(ValueError, match="is not a store written by convmatrix.to_zarr .no convmatrix.json in it"):
         convmatrix.to_zarr(D, tmp_path / "other.zarr", resume=True)
 
 
@@ -376,14 +381,20 @@ def test_store_path_must_be_a_folder():
 
 
 def test_from_zarr_on_a_plain_folder(tmp_path):
-    with pytest.raises(ValueError, match="is not a Zarr store written by convmatrix.to_zarr"):
+    with pytest.raises(ValueError, match="is an empty or half-deleted store .* start again with overwrite=True"):
         convmatrix.from_zarr(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="is not a store written by convmatrix.to_zarr .no convmatrix.json in it"):
+        convmatrix.from_zarr(tmp_path)
+    with pytest.raises(ValueError, match="is not a store written by convmatrix.to_zarr: there is no such folder"):
+        convmatrix.from_zarr(tmp_path / "nothing")
 
 
 def test_overwrite_refuses_to_delete_a_non_store(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     D = convmatrix.dask_matrix(np.ones((1, 1, 3)), (1, 8))
-    with pytest.raises(ValueError, match="refuses to delete .* it is not a Zarr store"):
+    with pytest.raises(ValueError, match="overwrite=True deletes only a store written by convmatrix.to_zarr, and .* "
+                       "is not one; remove it yourself"):
         convmatrix.to_zarr(D, tmp_path, overwrite=True)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 

@@ -8,18 +8,27 @@ and every task builds its rows with the core (:func:`convmatrix.core.matrix.buil
 and hands them on as a pydata ``sparse.GCXS`` array (dask's ``matmul`` works on
 those chunks; on SciPy chunks it fails).
 
-Storage layout of :func:`to_zarr` (Zarr format 3)::
+Storage layout of :func:`to_zarr` (a folder; the blocks in Zarr format 3)::
 
-    store.zarr/                 attrs["convmatrix"]: shape, dtype, row_bounds, metadata
+    store.zarr/
+      convmatrix.json           the manifest: shape, dtype, row_bounds, source (for a layer:
+                                the weight's sha256, its shape and dtype, the geometry),
+                                the fingerprint (a hash of all these) and your metadata
       blocks/<i>/data           the CSR arrays of rows row_bounds[i]:row_bounds[i+1]
-                                (Blosc lz4 + shuffle, chunks of 4M entries)
-      blocks/<i>/indices
+      blocks/<i>/indices        (Blosc lz4 + shuffle, chunks of 4M entries)
       blocks/<i>/indptr
-                                attrs of blocks/<i>: {"complete": true, "nnz": ...},
-                                written after the three arrays
+      done/<i>.json             block i's marker: rows, nnz, CRC-32 of each array, fingerprint
 
-A block counts as written only once its ``complete`` marker is there, so a build
-that was interrupted mid-block redoes that block when resumed.
+The store cannot lie under a kill at any instant. Every JSON file is written whole
+(a temporary file renamed over it). The manifest is written before anything else and
+deleted after everything else, so even a half-created or half-deleted store is known
+as one (``overwrite=True`` deletes it; a folder that is not a store is never deleted).
+A block's marker is written last, so a block counts as finished only when its arrays
+are all there; every read checks the block against its marker (entry count and
+checksums), so a changed or deleted chunk file is reported by block number instead of
+being read as zeros, and ``resume=True`` writes such blocks again. A resume with a
+matrix of another fingerprint (another weight, geometry, dtype or blocks) is refused,
+naming what differs.
 
 This module imports dask, sparse and zarr; it is reached lazily through
 ``convmatrix._LAZY`` so that ``import convmatrix`` does not need them.
@@ -27,11 +36,14 @@ This module imports dask, sparse and zarr; it is reached lazily through
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import threading
 import time
-from dataclasses import asdict, dataclass
+import zlib
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -63,7 +75,7 @@ __all__ = [
     "layer_metadata",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest file with a fingerprint, one marker file per block with checksums
 # Elements per Zarr chunk of the stored CSR arrays: 4M (16-32 MB) keeps each
 # compressed write small next to a block while giving few files per block.
 ZARR_CHUNK = 1 << 22
@@ -135,12 +147,15 @@ def dask_matrix(weight, input_shape, *, block_bytes="512MB", **conv_kwargs) -> "
     w = as_weight_array(weight)
     geom = conv_geometry(w.shape, input_shape, **conv_kwargs)
     bounds = block_bounds(w, geom, block_bytes)  # the planner of conv_matrix_blocks: nothing built here
+    source = _layer_source(w, geom)
     w_key = dask.delayed(np.ascontiguousarray(w), pure=True)  # the weight: one key, shared by all tasks
-    return da.map_blocks(
+    D = da.map_blocks(
         _build_block, w_key, geom,
         chunks=(tuple(np.diff(bounds).tolist()), (geom.matrix_shape[1],)),
-        dtype=w.dtype, meta=_meta(w.dtype), name=f"convmatrix-block-{dask.base.tokenize(w, geom, bounds)}",
+        dtype=w.dtype, meta=_meta(w.dtype), name=f"convmatrix-block-{_digest([source, list(bounds)])[:32]}",
     )
+    _SOURCES[D.name] = source  # what to_zarr records, and checks on resume
+    return D
 
 
 def layer_metadata(weight, input_shape, **conv_kwargs) -> dict:
@@ -157,10 +172,222 @@ def layer_metadata(weight, input_shape, **conv_kwargs) -> dict:
     return json.loads(json.dumps(d))  # tuples -> lists, checks it is JSON
 
 
+# -------------------------------------------------------------- fingerprints
+# What each matrix of this module was made from, by the Dask name of its array (a name
+# depends on the graph only, so it survives ``persist``). ``to_zarr`` records it in the
+# store, and a resume from anything else is refused.
+_SOURCES: dict[str, dict] = {}
+
+
+def weight_digest(w: np.ndarray) -> str:
+    """The sha256 (hex) of a weight's values in C order and native byte order.
+
+    >>> weight_digest(np.zeros(2))[:12]
+    '374708fff771'
+    """
+    native = np.ascontiguousarray(w, dtype=w.dtype.newbyteorder("="))
+    return hashlib.sha256(native.tobytes()).hexdigest()
+
+
+def _layer_source(w: np.ndarray, geom: ConvGeometry) -> dict:
+    """Everything that determines a layer's matrix: the weight's hash, shape and dtype, the geometry."""
+    return {"kind": "layer", "weight_sha256": weight_digest(w), "weight_shape": list(w.shape),
+            "weight_dtype": str(w.dtype.newbyteorder("=")), "geometry": json.loads(json.dumps(asdict(geom)))}
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _short(value, width: int = 60) -> str:
+    text = str(tuple(value) if isinstance(value, list) and len(value) <= 4 else value)
+    return text if len(text) <= width else text[: width - 2] + ".."
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """What differs between a store's fingerprint and a new one, in words (empty when nothing does)."""
+    out = []
+    a, b = old.get("source", {}), new["source"]
+    if a.get("kind") != b["kind"] or a.get("name") != b.get("name"):
+        what = {"layer": "a layer's weight and geometry", "dask": "the Dask array {name!r}"}
+        out.append(f"another source ({what.get(a.get('kind'), '?').format(**a)} in the store, "
+                   f"{what[b['kind']].format(**b)} now)")
+    elif b["kind"] == "layer":
+        if a["weight_sha256"] != b["weight_sha256"]:
+            out.append(f"another weight (sha256 {a['weight_sha256'][:12]}.. in the store, "
+                       f"{b['weight_sha256'][:12]}.. now)")
+        for key in ("weight_shape", "weight_dtype"):
+            if a[key] != b[key]:
+                out.append(f"another {key.replace('_', ' ')} ({_short(a[key])} != {_short(b[key])})")
+        ga, gb = a["geometry"], b["geometry"]
+        out += [f"another {key} ({_short(ga.get(key))} != {_short(gb.get(key))})"
+                for key in sorted(set(ga) | set(gb)) if ga.get(key) != gb.get(key)]
+    for key, what in (("shape", "matrix shape"), ("dtype", "dtype")):
+        if old.get(key) != new[key]:
+            out.append(f"another {what} ({_short(old.get(key))} != {_short(new[key])})")
+    if not out and old.get("row_bounds") != new["row_bounds"]:
+        out.append(f"other row blocks ({len(old['row_bounds']) - 1} blocks in the store, "
+                   f"{len(new['row_bounds']) - 1} now: pass the block_bytes it was built with)")
+    return out
+
+
 # ------------------------------------------------------------------- storage
+MANIFEST = "convmatrix.json"  # the store's description and fingerprint: written first, deleted last
+MARKERS = "done"  # one file per finished block, written after its arrays
+STORE_FORMAT = "convmatrix-csr-blocks"
+_CSR = ("data", "indices", "indptr")
+_REBUILD = "; rebuild it with to_zarr(..., resume=True) or convmatrix build --resume"
+
+
+def _atomic_json(path: str, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` at once: a temporary file renamed over it, so a kill at
+    any instant leaves the whole file or none (never a part)."""
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> dict | None:
+    """The JSON object in ``path``; None when there is no such file or it holds no JSON object."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _legacy_version(path: str) -> int | None:
+    """The format version of a store written by an older convmatrix (its root Zarr attributes), or None."""
+    attrs = (_read_json(os.path.join(path, "zarr.json")) or {}).get("attributes", {})
+    old = attrs.get("convmatrix") if isinstance(attrs, dict) else None
+    return old.get("format_version") if isinstance(old, dict) else None
+
+
+def _leftovers_only(path: str) -> bool:
+    """True for a folder that holds nothing but what an interrupted write or delete leaves behind."""
+    return all(name.endswith(".tmp") for name in os.listdir(path))
+
+
+def _open_manifest(path: str) -> dict:
+    """The manifest of the store at ``path``, or a ValueError saying why there is none."""
+    if not os.path.isdir(path):
+        raise ValueError(f"path {path!r} is not a store written by convmatrix.to_zarr: "
+                         f"{'it is a file' if os.path.exists(path) else 'there is no such folder'}")
+    manifest = _read_json(os.path.join(path, MANIFEST))
+    if manifest is not None and manifest.get("format") == STORE_FORMAT:
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"the store {path!r} has store format {manifest.get('format_version')!r}; this "
+                             f"convmatrix reads format {FORMAT_VERSION}: build it again with overwrite=True")
+        return manifest
+    if _legacy_version(path) is not None:
+        raise ValueError(f"the store {path!r} was written by an older convmatrix (store format "
+                         f"{_legacy_version(path)}, without checksums): build it again with overwrite=True")
+    if _leftovers_only(path):
+        raise ValueError(f"path {path!r} is an empty or half-deleted store (an interrupted overwrite?): "
+                         "start again with overwrite=True")
+    raise ValueError(f"path {path!r} is not a store written by convmatrix.to_zarr (no {MANIFEST} in it)")
+
+
+def _is_ours(path: str) -> bool:
+    """Whether ``overwrite=True`` may delete the folder: a store of this library (of any format, whole
+    or half deleted), or a folder holding nothing but leftovers of one."""
+    if _leftovers_only(path) or _legacy_version(path) is not None:
+        return True
+    return (_read_json(os.path.join(path, MANIFEST)) or {}).get("format") == STORE_FORMAT
+
+
+def _delete_store(path: str) -> None:
+    """Delete a store so that a kill at any point leaves a store still recognised as ours (and
+    deleted by the next overwrite): the block markers first, the manifest and Zarr root last."""
+    last = (MANIFEST, "zarr.json")
+    for name in sorted(os.listdir(path), key=lambda n: (n != MARKERS) + (n in last)):
+        full = os.path.join(path, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.remove(full)
+    os.rmdir(path)
+
+
+def _ensure_layout(path: str) -> None:
+    """The Zarr root group, its ``blocks`` group and the markers' folder (kept where they exist)."""
+    root = zarr.open_group(path, mode="a", attributes={"convmatrix": f"a convmatrix store: see {MANIFEST}"})
+    root.require_group("blocks")
+    os.makedirs(os.path.join(path, MARKERS), exist_ok=True)
+
+
+def _marker_path(path: str, i: int) -> str:
+    return os.path.join(path, MARKERS, f"{i}.json")
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """Where a store's blocks are and what they must match: enough for a task to read one block."""
+
+    path: str
+    row_bounds: tuple[int, ...]
+    n_cols: int
+    fingerprint: str
+
+    @classmethod
+    def of(cls, path: str, manifest: dict) -> "_Blocks":
+        return cls(path, tuple(manifest["row_bounds"]), manifest["shape"][1], manifest["fingerprint"])
+
+    def marker(self, i: int) -> dict | None:
+        """The completion marker of block i when it is there and belongs to this store, else None."""
+        m = _read_json(_marker_path(self.path, i))
+        rows = [self.row_bounds[i], self.row_bounds[i + 1]]
+        return m if m is not None and m.get("fingerprint") == self.fingerprint and m.get("rows") == rows else None
+
+    def load(self, i: int) -> sp.csr_array:
+        """Block i, checked against its marker (entries and checksums); ValueError naming the block
+        when it is missing or damaged, never zeros in place of lost data."""
+        a, b = self.row_bounds[i], self.row_bounds[i + 1]
+        where = f"block {i} (rows {a}:{b}) of the store {self.path!r}"
+        marker = self.marker(i)
+        if marker is None:
+            raise ValueError(f"{where} is missing or unfinished{_REBUILD}")
+        try:
+            g = zarr.open_group(self.path, path=f"blocks/{i}", mode="r")
+            arrays = [g[name][...] for name in _CSR]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"{where} is damaged: its arrays cannot be read ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}){_REBUILD}") from None
+        for name, arr, crc in zip(_CSR, arrays, _checksums(arrays)):
+            if crc != marker["crc32"][name]:
+                raise ValueError(f"{where} is damaged: the checksum of its {name} is {crc}, not "
+                                 f"{marker['crc32'][name]} (a chunk file was changed or deleted){_REBUILD}")
+        data, indices, indptr = arrays
+        if not len(data) == len(indices) == indptr[-1] == marker["nnz"] or len(indptr) != b - a + 1:
+            raise ValueError(f"{where} is damaged: it holds {len(data)} entries and {len(indptr) - 1} rows, "
+                             f"its marker says {marker['nnz']} and {b - a}{_REBUILD}")
+        return sp.csr_array((data, indices, indptr), shape=(b - a, self.n_cols), copy=False)
+
+    def is_intact(self, i: int) -> bool:
+        try:
+            self.load(i)
+        except ValueError:
+            return False
+        return True
+
+
+def _checksums(arrays) -> list[int]:
+    return [zlib.crc32(np.ascontiguousarray(arr)) for arr in arrays]
+
+
 @dataclass(frozen=True)
 class StoreInfo:
-    """What a store holds: shape, dtype, blocks, how many are complete, entries and bytes."""
+    """What a store holds: shape, dtype, blocks, which are finished, entries and bytes, its source.
+
+    ``complete`` lists the blocks whose completion marker is there; their checksums are
+    verified whenever they are read (:func:`from_zarr`, :func:`matvec_store`, a resume).
+    ``source`` is what the matrix was made from (for a layer: the weight's sha256 and
+    the geometry).
+    """
 
     path: str
     shape: tuple[int, int]
@@ -171,6 +398,7 @@ class StoreInfo:
     csr_bytes: int  # their size as CSR in memory
     disk_bytes: int  # bytes of the store's files (local stores)
     metadata: dict
+    source: dict = field(default_factory=dict)
 
     @property
     def n_blocks(self) -> int:
@@ -203,27 +431,6 @@ def _store_path(path) -> str:
     return os.path.abspath(path)
 
 
-def _root_attrs(path: str) -> dict:
-    try:
-        root = zarr.open_group(path, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-        raise ValueError(f"path {path!r} is not a Zarr store written by convmatrix.to_zarr") from None
-    attrs = root.attrs.get("convmatrix")
-    if not isinstance(attrs, dict) or attrs.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"path {path!r} is a Zarr store but not one written by convmatrix.to_zarr")
-    return attrs
-
-
-def _block_marker(path: str, i: int) -> dict | None:
-    """The completion marker of block i, or None when the block is missing or unfinished."""
-    try:
-        g = zarr.open_group(path, path=f"blocks/{i}", mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-        return None
-    attrs = dict(g.attrs)
-    return attrs if attrs.get("complete") is True else None
-
-
 def _disk_bytes(path: str) -> int:
     total = 0
     for folder, _, files in os.walk(path):
@@ -232,19 +439,19 @@ def _disk_bytes(path: str) -> int:
 
 
 def store_info(path) -> StoreInfo:
-    """Shape, blocks (and which are complete), stored entries and bytes of a store."""
+    """Shape, blocks (and which are finished), stored entries and bytes of a store; reads no block."""
     path = _store_path(path)
-    attrs = _root_attrs(path)
-    bounds = tuple(attrs["row_bounds"])
+    manifest = _open_manifest(path)
+    blocks = _Blocks.of(path, manifest)
     done, nnz, nbytes = [], 0, 0
-    for i in range(len(bounds) - 1):
-        marker = _block_marker(path, i)
+    for i in range(len(blocks.row_bounds) - 1):
+        marker = blocks.marker(i)
         if marker is not None:
             done.append(i)
             nnz += marker["nnz"]
             nbytes += marker["csr_bytes"]
-    return StoreInfo(path, tuple(attrs["shape"]), attrs["dtype"], bounds, tuple(done), nnz, nbytes,
-                     _disk_bytes(path), attrs.get("metadata", {}))
+    return StoreInfo(path, tuple(manifest["shape"]), manifest["dtype"], blocks.row_bounds, tuple(done), nnz,
+                     nbytes, _disk_bytes(path), manifest.get("metadata", {}), manifest["source"])
 
 
 def _codec():
@@ -255,17 +462,22 @@ def _codec():
     return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
-def _write_block(chunk, path: str, blocks: tuple[int, ...], block_info=None) -> np.ndarray:
-    """Dask task: write one block's CSR arrays, then its completion marker; return its nnz."""
-    i = blocks[block_info[0]["chunk-location"][0]]
+def _write_block(chunk, blocks: _Blocks, todo: tuple[int, ...], block_info=None) -> np.ndarray:
+    """Dask task: write one block's CSR arrays, then (last, in one rename) its marker; return its nnz."""
+    i = todo[block_info[0]["chunk-location"][0]]
     m = _as_csr(chunk)
-    parent = zarr.open_group(path, path="blocks", mode="r+")
-    g = parent.create_group(str(i), overwrite=True)  # drops what an interrupted write left
-    for name in ("data", "indices", "indptr"):
-        arr = getattr(m, name)
+    marker = _marker_path(blocks.path, i)
+    if os.path.exists(marker):  # a damaged block, written again: unmark it first
+        os.remove(marker)
+    g = zarr.open_group(blocks.path, path="blocks", mode="r+").create_group(str(i), overwrite=True)
+    arrays = [getattr(m, name) for name in _CSR]
+    for name, arr in zip(_CSR, arrays):
         g.create_array(name, data=arr, chunks=(max(1, min(len(arr), ZARR_CHUNK)),), compressors=[_codec()])
-    csr_bytes = m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
-    g.attrs.update({"complete": True, "nnz": int(m.nnz), "csr_bytes": int(csr_bytes)})
+    _atomic_json(marker, {
+        "rows": [blocks.row_bounds[i], blocks.row_bounds[i + 1]], "nnz": int(m.nnz),
+        "csr_bytes": int(sum(arr.nbytes for arr in arrays)), "crc32": dict(zip(_CSR, _checksums(arrays))),
+        "fingerprint": blocks.fingerprint,
+    })
     return np.array([[m.nnz]], dtype=np.int64)
 
 
@@ -279,39 +491,56 @@ def _check_rows_only(D) -> None:
         )
 
 
-def _prepare_store(path: str, D, overwrite: bool, resume: bool, metadata) -> list[int]:
-    """Create, reuse or refuse the store at ``path``; return the blocks still to write."""
-    bounds = [0, *np.cumsum(D.chunks[0]).tolist()]
-    attrs = {
-        "format_version": FORMAT_VERSION, "shape": list(D.shape), "dtype": str(D.dtype),
-        "row_bounds": bounds, "metadata": {} if metadata is None else metadata,
+def _new_manifest(D, metadata) -> dict:
+    """The manifest of a store of D: its fingerprint (a hash of what determines the matrix and its
+    blocks) beside your metadata."""
+    manifest = {
+        "format": STORE_FORMAT, "format_version": FORMAT_VERSION, "shape": list(D.shape), "dtype": str(D.dtype),
+        "row_bounds": [0, *np.cumsum(D.chunks[0]).tolist()],
+        "source": _SOURCES.get(D.name, {"kind": "dask", "name": D.name}),
     }
+    manifest["fingerprint"] = _digest(manifest)
+    manifest["metadata"] = {} if metadata is None else metadata
     try:
-        json.dumps(attrs)
+        json.dumps(manifest)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must be a JSON-serialisable dict: {exc}") from None
+    return manifest
+
+
+def _blocks_to_write(path: str, manifest: dict) -> list[int]:
+    """Resume: the blocks whose marker is missing or whose arrays do not match it (checked in parallel)."""
+    old = _open_manifest(path)
+    diffs = _differences(old, manifest)
+    if diffs:
+        raise ValueError(f"resume=True: the store {path!r} was written for {', '.join(diffs)}; pass "
+                         "overwrite=True (CLI: --overwrite) to start again, or what it was built with")
+    _ensure_layout(path)  # an interrupted creation may have left the manifest alone
+    blocks = _Blocks.of(path, old)
+    marked = [i for i in range(len(blocks.row_bounds) - 1) if blocks.marker(i) is not None]
+    intact = dask.compute(*[dask.delayed(blocks.is_intact)(i) for i in marked]) if marked else ()
+    done = {i for i, ok in zip(marked, intact) if ok}
+    return [i for i in range(len(blocks.row_bounds) - 1) if i not in done]
+
+
+def _prepare_store(path: str, manifest: dict, overwrite: bool, resume: bool) -> list[int]:
+    """Create, reuse or refuse the store at ``path``; return the blocks still to write."""
     if os.path.exists(path):
-        if not overwrite and not resume:
+        if resume:
+            return _blocks_to_write(path, manifest)
+        if not overwrite:
             raise ValueError(
                 f"the store {path!r} exists; pass overwrite=True to start again or resume=True to "
                 "write only its missing blocks (CLI: --overwrite / --resume)"
             )
-        if resume:
-            old = _root_attrs(path)
-            if old["shape"] != attrs["shape"] or old["row_bounds"] != bounds or old["dtype"] != attrs["dtype"]:
-                raise ValueError(
-                    f"resume=True needs the same matrix and blocks as the store {path!r} holds: it has "
-                    f"shape {tuple(old['shape'])}, dtype {old['dtype']}, {len(old['row_bounds']) - 1} blocks; "
-                    f"D has shape {D.shape}, dtype {D.dtype}, {len(bounds) - 1} blocks (same block_bytes?)"
-                )
-            return [i for i in range(len(bounds) - 1) if _block_marker(path, i) is None]
-        if not os.path.isdir(path) or not os.path.exists(os.path.join(path, "zarr.json")):
-            raise ValueError(f"overwrite=True refuses to delete {path!r}: it is not a Zarr store; remove it yourself")
-        shutil.rmtree(path)
-    root = zarr.open_group(path, mode="w")
-    root.attrs["convmatrix"] = attrs
-    root.create_group("blocks")
-    return list(range(len(bounds) - 1))
+        if not os.path.isdir(path) or not _is_ours(path):
+            raise ValueError(f"overwrite=True deletes only a store written by convmatrix.to_zarr, and {path!r} "
+                             "is not one; remove it yourself or choose another path")
+        _delete_store(path)
+    os.makedirs(path)
+    _atomic_json(os.path.join(path, MANIFEST), manifest)
+    _ensure_layout(path)
+    return list(range(len(manifest["row_bounds"]) - 1))
 
 
 def to_zarr(D, path, *, overwrite: bool = False, resume: bool = False, metadata: dict | None = None,
@@ -326,10 +555,13 @@ def to_zarr(D, path, *, overwrite: bool = False, resume: bool = False, metadata:
     path : str or os.PathLike
         The store (a folder); created.
     overwrite : bool
-        Delete an existing store first.
+        Delete an existing store first (only a store this function wrote, whole or half
+        deleted; any other folder is refused).
     resume : bool
-        Keep an existing store of the same shape, dtype and blocks and write only the
-        blocks whose completion marker is missing (interrupted blocks are redone).
+        Keep an existing store made from the same source (for :func:`dask_matrix`: the
+        same weight bytes, geometry, dtype and blocks; ValueError naming what differs
+        otherwise) and write only the blocks that are missing, unfinished or damaged
+        (every finished block is checked against its marker first, in parallel).
     metadata : dict, optional
         JSON-serialisable, stored beside the blocks (e.g. :func:`layer_metadata`).
     compute : bool
@@ -360,15 +592,16 @@ def to_zarr(D, path, *, overwrite: bool = False, resume: bool = False, metadata:
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     path = _store_path(path)
-    todo = _prepare_store(path, D, overwrite, resume, metadata)
+    manifest = _new_manifest(D, metadata)
+    todo = _prepare_store(path, manifest, overwrite, resume)
     if not todo:
         write = da.zeros((0, 1), dtype=np.int64, chunks=(0, 1))
     else:
         # All blocks: map over D itself, so that Dask fuses each block's build and write into one task.
         parts = D if len(todo) == D.numblocks[0] else D.blocks[todo]
         write = da.map_blocks(
-            _write_block, parts, path, tuple(todo), chunks=((1,) * len(todo), (1,)), dtype=np.int64,
-            meta=np.empty((0, 0), dtype=np.int64),
+            _write_block, parts, _Blocks.of(path, manifest), tuple(todo), chunks=((1,) * len(todo), (1,)),
+            dtype=np.int64, meta=np.empty((0, 0), dtype=np.int64),
         )
     if not compute:
         return write
@@ -376,26 +609,19 @@ def to_zarr(D, path, *, overwrite: bool = False, resume: bool = False, metadata:
     return store_info(path)
 
 
-def _read_csr(path: str, i: int, shape: tuple[int, int]) -> sp.csr_array:
-    """Block i of a store as a SciPy CSR array (ValueError when it is unfinished)."""
-    g = zarr.open_group(path, path=f"blocks/{i}", mode="r")
-    if g.attrs.get("complete") is not True:
-        raise ValueError(f"block {i} of the store {path!r} is missing or incomplete; finish it with resume=True")
-    data, indices, indptr = (g[name][...] for name in ("data", "indices", "indptr"))
-    return sp.csr_array((data, indices, indptr), shape=shape, copy=False)
-
-
-def _read_block(path: str, bounds: tuple[int, ...], n_cols: int, block_info=None) -> "sparse.GCXS":
-    """Dask task: block i of a store as a GCXS chunk."""
-    i = block_info[None]["chunk-location"][0]
-    return _gcxs(_read_csr(path, i, (bounds[i + 1] - bounds[i], n_cols)))
+def _read_block(blocks: _Blocks, block_info=None) -> "sparse.GCXS":
+    """Dask task: block i of a store, checked, as a GCXS chunk."""
+    return _gcxs(blocks.load(block_info[None]["chunk-location"][0]))
 
 
 def from_zarr(path) -> "da.Array":
     """A store written by :func:`to_zarr`, read back lazily as a row-chunked Dask array of GCXS chunks.
 
-    Each task reads one block. ValueError when ``path`` is not such a store or
-    some blocks are unfinished (resume the build first).
+    Each task reads one block and checks it against its completion marker (entry
+    count and checksums): a block whose files were changed or deleted raises a
+    ValueError naming it, at compute time, instead of reading as zeros.
+    ValueError at once when ``path`` is not such a store or some blocks are
+    unfinished (resume the build first).
     """
     path = _store_path(path)
     info = store_info(path)
@@ -405,12 +631,14 @@ def from_zarr(path) -> "da.Array":
             f"the store {path!r} is incomplete: blocks {missing[:10]}{'...' if len(missing) > 10 else ''} "
             f"of {info.n_blocks} are missing; finish it with to_zarr(..., resume=True) or convmatrix build --resume"
         )
+    blocks = _Blocks.of(path, _open_manifest(path))
     dtype = np.dtype(info.dtype)
-    return da.map_blocks(
-        _read_block, path, info.row_bounds, info.shape[1],
-        chunks=(tuple(np.diff(info.row_bounds).tolist()), (info.shape[1],)),
-        dtype=dtype, meta=_meta(dtype), name=f"convmatrix-zarr-{dask.base.tokenize(os.path.abspath(path), info)}",
+    D = da.map_blocks(
+        _read_block, blocks, chunks=(tuple(np.diff(info.row_bounds).tolist()), (info.shape[1],)),
+        dtype=dtype, meta=_meta(dtype), name=f"convmatrix-zarr-{dask.base.tokenize(blocks)}",
     )
+    _SOURCES[D.name] = info.source  # a copy of the store is the same matrix
+    return D
 
 
 def matvec_store(path, x, *, transpose: bool = False) -> np.ndarray:
@@ -439,9 +667,10 @@ def matvec_store(path, x, *, transpose: bool = False) -> np.ndarray:
         )
     out_dtype = np.result_type(np.dtype(info.dtype), x.dtype)
     out = np.zeros(((cols if transpose else rows), *x.shape[1:]), dtype=out_dtype)
+    blocks = _Blocks.of(path, _open_manifest(path))
     for i in range(info.n_blocks):
         a, b = info.row_bounds[i], info.row_bounds[i + 1]
-        block = _read_csr(path, i, (b - a, cols))
+        block = blocks.load(i)
         if transpose:
             out += block.T @ x[a:b]
         else:
