@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..core.geometry import check_memory
-from .ir import activation_module
+from .activations import activation_module
 from .check import ConversionError, check_close, compare  # noqa: F401 (re-exported)
 from .passes import Chain, expand_max, lower
 from .torch_frontend import _check_shape, from_torch
