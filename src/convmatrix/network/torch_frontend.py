@@ -448,6 +448,18 @@ def from_torch(model, input_shape, *, batch: int = 2, seed: int = 0, eval_mode: 
     >>> [node.op for node in g.nodes], g.output_shape
     (['Input', 'Affine', 'Act', 'Affine'], (6,))
     """
-    graph = _TorchLoader(model, input_shape, batch, seed, eval_mode).run()
+    graph = _TorchLoader(_as_module(model), input_shape, batch, seed, eval_mode).run()
     graph.meta.update(source="torch", model=type(model).__name__)
     return graph
+
+
+def _as_module(model):
+    """A list of layers, or one ``torch.nn`` layer, as an ``nn.Sequential`` (so fx sees the layer itself)."""
+    import torch
+
+    if isinstance(model, (list, tuple)) and all(isinstance(m, torch.nn.Module) for m in model):
+        return torch.nn.Sequential(*model)
+    if (isinstance(model, torch.nn.Module) and type(model).__module__.startswith("torch.nn.modules")
+            and not isinstance(model, torch.nn.Sequential)):
+        return torch.nn.Sequential(model)
+    return model
