@@ -60,7 +60,8 @@ def load(model_or_path, input_shape=None, *, eval_mode: bool = False) -> Graph:
 
         graph = from_onnx(model_or_path)
         if input_shape is not None and tuple(input_shape) not in (graph.input_shape, graph.sample_shapes[0]):
-            raise ValueError(f"input_shape {tuple(input_shape)} does not match the ONNX input {graph.input_shape}")
+            raise ValueError(f"input_shape {tuple(input_shape)} differs from the model's input "
+                             f"{graph.sample_shapes[0]} (batch axis dropped); leave it out")
         return graph
     if input_shape is None:
         raise ValueError("input_shape is required for a torch module: one input without the batch axis, "
