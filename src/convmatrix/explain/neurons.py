@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from functools import lru_cache
 from math import prod
 from typing import Sequence
 
@@ -37,7 +36,7 @@ import numpy as np
 from ..core.geometry import ConvGeometry
 from .symbolic import entry_weights, kernel_names
 
-__all__ = ["neuron", "feeds", "Neuron", "Fanout", "parse_index", "layer_field", "compose_field", "spatial_pattern"]
+__all__ = ["neuron", "feeds", "Neuron", "Fanout", "parse_index", "layer_field", "compose_field"]
 
 
 def parse_index(name: str, value, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
@@ -94,50 +93,6 @@ def compose_field(inner: tuple[int, int, int], outer: tuple[int, int, int]) -> t
     s0, j0, p0 = inner
     s1, j1, p1 = outer
     return s0 + (s1 - 1) * j0, j0 * j1, p0 + p1 * j0
-
-
-def spatial_pattern(geom: ConvGeometry):
-    """The tap pattern of the layer's spatial part alone (one input, one output channel).
-
-    Within a group every (output, input) channel pair of a layer has this same
-    pattern, so structure questions (which neurons are connected) need only it.
-    """
-    from ..core.matrix import conv_geometry
-    from ..core.pattern import tap_pattern
-
-    kw = geom.conv_kwargs()
-    kw.pop("groups")
-    return tap_pattern(conv_geometry((1, 1, *geom.kernel_size), (1, *geom.input_size), **kw))
-
-
-def reading_positions(geom: ConvGeometry, col: int) -> tuple[int, np.ndarray]:
-    """Which rows read input neuron ``col`` (one column of M), without building M.
-
-    Returns ``(first, positions)``: the first output channel of ``col``'s group and
-    the sorted spatial output positions whose window holds ``col``'s position. Every
-    output channel ``u`` of that group reads ``col`` at those positions, so the rows
-    are ``u * prod(output_size) + positions`` for ``u`` in ``first .. first +
-    out_per_group - 1``.
-
-    >>> g = ConvGeometry.from_args((2, 1, 2, 2), (1, 3, 3))
-    >>> first, positions = reading_positions(g, 4)      # the centre of the 3x3 input
-    >>> first, positions.tolist()
-    (0, [0, 1, 2, 3])
-    """
-    channel, pos = divmod(int(col), prod(geom.input_size))
-    columns = _spatial_columns(spatial_pattern(geom))
-    first = (channel // geom.in_per_group) * geom.out_per_group
-    return first, columns.indices[columns.indptr[pos]:columns.indptr[pos + 1]].astype(np.int64)
-
-
-@lru_cache(maxsize=16)
-def _spatial_columns(spatial):
-    """The spatial pattern column-major (CSC): output positions per input position."""
-    import scipy.sparse as sp
-
-    _, indices, indptr = spatial.fill(None)
-    rows = sp.csr_array((np.ones(len(indices), dtype=np.int8), indices, indptr), shape=spatial.shape)
-    return rows.tocsc()
 
 
 def _as_layer(weight, input_shape, conv_kwargs):
@@ -316,11 +271,9 @@ def feeds(weight, input_shape, index_or_coords, **conv_kwargs) -> Fanout:
     """
     geom, values, names = _as_layer(weight, input_shape, conv_kwargs)
     flat, coords = parse_index("index_or_coords", index_or_coords, geom.input_shape)
-    # Output positions whose window holds this input position, from the spatial pattern;
-    # every output channel of the input channel's group reads it there.
-    first, positions = reading_positions(geom, flat)
-    channels = np.arange(first, first + geom.out_per_group, dtype=np.int64)
-    rows = (channels[:, None] * prod(geom.output_size) + positions[None, :]).ravel()
+    from ..core.pattern import tap_pattern
+
+    rows = tap_pattern(geom).column(flat)  # every output channel of the group, at the windows holding it
     taps, weights = [], []
     for r in rows:
         indptr, cols, tap_ptr, widx = entry_weights(geom, int(r), int(r) + 1)

@@ -24,6 +24,7 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
+from ..core.geometry import conv_output_size, conv_transpose_output_size
 from .ir import Graph
 from .layers import (adaptive_windows, avg_pool_affine, batch_norm_affine, channel_affine, codes, conv_record,
                      gather_matrix, linear_affine, max_pool_groups, pool_geometry, pool_record, pool_windows,
@@ -312,7 +313,7 @@ class _OnnxLoader:
         op_ = list(a.get("output_padding", [0] * nd))
         if "output_shape" in a or a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
             want = list(a["output_shape"])[-nd:] if "output_shape" in a else [n * ss for n, ss in zip(in_shape[1:], s)]
-            total = [ss * (n - 1) + o + (kk - 1) * dd + 1 - t
+            total = [conv_transpose_output_size(n, kk, ss, dd, 0, o) - t
                      for n, ss, o, kk, dd, t in zip(in_shape[1:], s, op_, k, d, want)]
             upper = a.get("auto_pad", "NOTSET") != "SAME_LOWER"
             lo = [t // 2 if upper else t - t // 2 for t in total]
@@ -481,8 +482,7 @@ class _OnnxLoader:
         lo, hi = self.pads(a, spatial, k, s, d)
         out = []
         for n, kk, ss, dd, l, h in zip(spatial, k, s, d, lo, hi):
-            span = n + l + h - (dd * (kk - 1) + 1)
-            o = (-(-span // ss) if a.get("ceil_mode", 0) else span // ss) + 1
+            o = conv_output_size(n + (ss - 1 if a.get("ceil_mode", 0) else 0), kk, ss, dd, l, h)  # ceil: round up
             if a.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
                 o = -(-n // ss)
             if a.get("ceil_mode", 0) and (o - 1) * ss >= n + l:
