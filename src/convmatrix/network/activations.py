@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["Activation", "ACTIVATIONS", "FUNCTIONAL", "lipschitz_constant", "apply_activation",
-           "activation_module"]
+           "activation_module", "activation_kind", "ACTIVATION_NAMES"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,25 @@ _ROWS = [
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in _ROWS}
 #: The functional forms: function name -> row.
 FUNCTIONAL: dict[str, Activation] = {a.functional: a for a in _ROWS if a.functional}
+
+
+#: Lower-case names accepted for an activation (``relu``, ``leaky_relu``, ``leakyrelu``, ...), by kind.
+ACTIVATION_NAMES: dict[str, str] = {**{a.name.lower(): a.name for a in _ROWS},
+                                    **{a.functional: a.name for a in _ROWS if a.functional}}
+
+
+def activation_kind(name: str) -> str:
+    """The table's kind of an activation named in any case or by its function (``"relu"`` -> ``"ReLU"``).
+
+    >>> activation_kind("relu"), activation_kind("leaky_relu"), activation_kind("Sigmoid")
+    ('ReLU', 'LeakyReLU', 'Sigmoid')
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"activation must be a name such as 'relu', got {name!r}")
+    kind = ACTIVATION_NAMES.get(name.lower()) or ACTIVATION_NAMES.get(name.lower().replace("_", ""))
+    if kind is None:
+        raise ValueError(f"activation must be one of {sorted(set(ACTIVATION_NAMES))}, got {name!r}")
+    return kind
 
 
 def lipschitz_constant(kind: str, params: dict | None = None) -> float:

@@ -32,7 +32,7 @@ from .layers import (adaptive_windows, avg_pool_affine, batch_norm_affine, chann
                      gather_matrix, linear_affine, max_pool_groups, pad_record, pool_geometry, pool_record,
                      pool_windows, record_affine)
 
-__all__ = ["from_torch"]
+__all__ = ["from_torch", "check_input_shape"]
 
 # torch.nn activation modules and their functional forms: the one table of .activations.
 ACTIVATIONS = {name: row.params for name, row in ACTIVATION_TABLE.items() if name != "PReLU"}
@@ -69,7 +69,7 @@ class _TorchLoader:
         self.torch = torch
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.input_shape = _check_shape(input_shape)
+        self.input_shape = check_input_shape(input_shape)
         self.model = copy.deepcopy(model).cpu().double()
         if eval_mode:  # a copy: the caller's model keeps its modes
             self.model.eval()
@@ -423,7 +423,7 @@ class _TorchLoader:
         return self.g.affine([self.ir[src]], M, shape=out_shape, name=name)
 
 
-def _check_shape(input_shape) -> tuple[int, ...]:
+def check_input_shape(input_shape) -> tuple[int, ...]:
     if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
         input_shape = (int(input_shape),)
     if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__"):
