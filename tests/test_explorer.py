@@ -276,7 +276,7 @@ def test_explore_takes_shapes_weights_and_lists(rng):
     (lambda: convmatrix.explore(None, (1, 3, 3)), "without a layer shows the seed example"),
     (lambda: convmatrix.explore(torch.nn.Conv2d(1, 1, 2), (1, 3, 3), stride=2), "come from the module"),
     (lambda: convmatrix.explore(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 2), torch.nn.Upsample(scale_factor=2)),
-                                (1, 4, 4)), r"layer 1 '1' \(Upsample\) is not one of them"),
+                                (1, 4, 4)), r"'1' \(Upsample\) is not a convolution, pool"),
     (lambda: convmatrix.explore(torch.nn.Sequential(torch.nn.ReLU()), (1, 4, 4)), "holds no convolution"),
 ])
 def test_explore_errors(call, match):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from convmatrix.analysis.lipschitz_net import activation_lipschitz, fold_batch_norm, lipschitz, max_pool_bound
+from convmatrix.analysis.lipschitz import activation_lipschitz, fold_batch_norm, lipschitz, max_pool_bound
 
 
 def jacobian_norm(f, shape, seed=0):
@@ -118,7 +118,7 @@ def test_helpers():
 
 def test_unsupported_layer_is_named():
     net = nn.Sequential(nn.Conv1d(1, 1, 3), nn.LayerNorm(6))
-    with pytest.raises(ValueError, match=r"lipschitz: layer '1' \(LayerNorm\) is not supported"):
+    with pytest.raises(ValueError, match=r"module '1' \(LayerNorm\): unsupported module"):
         lipschitz(net, (1, 8))
 
 
@@ -128,7 +128,7 @@ def test_unknown_activation():
 
 
 def test_model_that_fails_on_the_input_shape():
-    with pytest.raises(ValueError, match=r"lipschitz: running the model on an input of shape \(1, 2, 8\)"):
+    with pytest.raises(ValueError, match=r"module '0' \(Conv1d\) fails on an input of shape \(N, \*\(2, 8\)\)"):
         lipschitz(nn.Sequential(nn.Conv1d(1, 1, 3)), (2, 8))
 
 

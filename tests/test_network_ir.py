@@ -155,3 +155,35 @@ def test_relu_before_max_folds_into_the_tree(k):
     x = rng.standard_normal((7, 6))
     z = x @ g.nodes[1].M.toarray().T
     np.testing.assert_allclose(chain.evaluate(x), np.maximum(z, 0)[:, groups].max(axis=2), rtol=1e-12, atol=1e-12)
+
+
+def test_conv_pool_and_padding_nodes_keep_their_convolution():
+    """Every ConvRecord rebuilds its node: a conv's matrix and bias exactly, a pooling or padding layer's
+    pattern (the node's matrix or windows are checked against torch in test_network_torch)."""
+    import torch.nn as nn
+
+    from convmatrix.network import load
+    from convmatrix.network.layers import record_affine
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding="same", padding_mode="reflect"), nn.ReLU(),
+                          nn.MaxPool2d(2, ceil_mode=True), nn.ReplicationPad2d((1, 0, 2, 1)),
+                          nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+                          nn.ConvTranspose2d(2, 2, 3, stride=2, output_padding=1), nn.AdaptiveAvgPool2d(1)).eval()
+    g = load(model, (1, 7, 6))
+    kinds = {}
+    for node in g.nodes:
+        rec = getattr(node, "conv", None)
+        if rec is None:
+            continue
+        kinds[node.name] = rec.kind
+        assert rec.geometry.output_shape == node.shape
+        M, b = record_affine(rec)
+        if rec.kind == "conv":
+            np.testing.assert_allclose(M.toarray(), node.M.toarray(), rtol=1e-12)
+            np.testing.assert_allclose(b, node.b, rtol=1e-12)
+        elif rec.kind == "max_pool":
+            assert [set(M.indices[M.indptr[r]:M.indptr[r + 1]]) for r in range(M.shape[0])] == \
+                [set(row) for row in node.groups.tolist()]
+        else:
+            assert (abs(M) > 0).astype(int).toarray().tolist() == (abs(node.M) > 0).astype(int).toarray().tolist()
+    assert kinds == {"0": "conv", "2": "max_pool", "3": "pad", "4": "avg_pool", "5": "conv", "6": "avg_pool"}

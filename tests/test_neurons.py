@@ -119,3 +119,35 @@ def test_errors():
         neuron(np.ones((2, 1, 2, 2)), (1, 3, 3), 0, bias=[1.0])
     with pytest.raises(ValueError, match=r"index_or_coords must be a flat index in \[0, 9\)"):
         feeds((2, 1, 2, 2), (1, 3, 3), 9)
+
+
+@pytest.mark.parametrize("wshape, ishape, kw", [
+    ((4, 1, 3, 3), (2, 6, 5), dict(stride=2, padding=1, dilation=2, groups=2)),
+    ((2, 3, 2, 3), (2, 4, 4), dict(stride=(2, 1), padding=1, transposed=True, groups=1)),
+    ((2, 1, 3), (1, 7), dict(padding=2, padding_mode="reflect")),
+])
+def test_tap_pattern_column_equals_torch(wshape, ishape, kw):
+    """One column of M: the outputs a one-hot input changes, by torch's own conv (positive weights)."""
+    import torch
+    import torch.nn as nn
+
+    from convmatrix.core.geometry import ConvGeometry
+    from convmatrix.core.pattern import tap_pattern
+
+    nd = len(ishape) - 1
+    transposed = kw.pop("transposed", False)
+    conv = (nn.ConvTranspose2d if transposed else [nn.Conv1d, nn.Conv2d][nd - 1])
+    cin = wshape[0] if transposed else wshape[1] * kw.get("groups", 1)
+    cout = wshape[1] * kw.get("groups", 1) if transposed else wshape[0]
+    m = conv(cin, cout, wshape[2:], bias=False, **kw).double()
+    with torch.no_grad():
+        m.weight.uniform_(0.5, 1.0)
+    geom = ConvGeometry.from_args(tuple(m.weight.shape), ishape, transposed=transposed, **kw)
+    n = int(np.prod(ishape))
+    with torch.no_grad():
+        y = m(torch.eye(n, dtype=torch.float64).reshape(n, *ishape)).reshape(n, -1).numpy()
+    pattern = tap_pattern(geom)
+    for col in range(n):
+        np.testing.assert_array_equal(pattern.column(col), np.flatnonzero(y[col]))
+    with pytest.raises(ValueError, match=r"col must be an input neuron in \[0, "):
+        pattern.column(n)

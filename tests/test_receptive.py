@@ -181,8 +181,8 @@ def test_single_layer_and_list():
 def test_errors():
     with pytest.raises(ValueError, match=r"layer '1' \(ConvTranspose2d\) is a transposed convolution"):
         receptive_field(nn.Sequential(nn.Conv2d(1, 1, 3), nn.ConvTranspose2d(1, 1, 2, stride=2)), (1, 8, 8))
-    with pytest.raises(ValueError, match=r"layer '1' \(Flatten\) is not supported for receptive fields"):
-        receptive_field(nn.Sequential(nn.Conv2d(1, 1, 3), nn.Flatten(), nn.Linear(36, 2)), (1, 8, 8))
+    with pytest.raises(ValueError, match=r"layer '1' \(Upsample\) maps \(6, 6\) to \(12, 12\) in a way no conv"):
+        receptive_field(nn.Sequential(nn.Conv2d(1, 1, 3), nn.Upsample(scale_factor=2), nn.Conv2d(1, 1, 3)), (1, 8, 8))
     with pytest.raises(ValueError, match=r"maps \(7, 7\) to \(2, 2\): only integer ratios"):
         receptive_field(nn.Sequential(nn.AdaptiveAvgPool2d(2)), (1, 7, 7))
 
@@ -190,7 +190,7 @@ def test_errors():
         def forward(self, x):
             return torch.cat([x, x], dim=2)
 
-    with pytest.raises(ValueError, match="only the channel axis"):
+    with pytest.raises(ValueError, match=r"layer 'cat' \(cat\) maps \(4, 4\) to \(8, 4\) in a way no conv"):
         receptive_field(SpatialCat(), (1, 4, 4))
 
     class TwoStrides(nn.Module):
@@ -204,8 +204,10 @@ def test_errors():
     rf = receptive_field(TwoStrides(), (1, 8))
     assert (rf.size, rf.stride, rf.padding) == ((2,), (2,), (0,))
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        receptive_field(3, (1, 8, 8))
+    with pytest.raises(ValueError, match="vgg: no such ONNX file"):
         receptive_field("vgg", (1, 8, 8))
-    with pytest.raises(ValueError, match="model does not run on an input of shape"):
+    with pytest.raises(ValueError, match=r"fails on an input of shape \(N, \*\(1, 8, 8\)\)"):
         receptive_field(nn.Conv2d(3, 1, 3), (1, 8, 8))
 
 
@@ -229,9 +231,8 @@ def test_different_strides_have_no_box_but_an_exact_set():
 
 @pytest.mark.parametrize("fn, message", [
     (lambda m, x: (m.conv(x), x), "model must return one tensor"),
-    (lambda m, x: torch.softmax(m.conv(x), dim=2), r"operation 'softmax' \(softmax\) is not supported"),
-    (lambda m, x: m.conv(x) + m.mean(x), r"broadcasts \(1, 1\) to \(1, 8\)"),
-    (lambda m, x: m.conv(x) if x.sum() > 0 else x, "could not be traced with torch.fx"),
+    (lambda m, x: torch.softmax(m.conv(x), dim=2), r"node 'softmax' \(call_function softmax\): unsupported"),
+    (lambda m, x: m.conv(x) if x.sum() > 0 else x, "torch.fx cannot trace _Returns"),
 ])
 def test_graph_errors(fn, message):
     model = _Returns(fn)
@@ -244,5 +245,45 @@ def test_two_inputs_refused():
         def forward(self, x, y):
             return x + y
 
-    with pytest.raises(ValueError, match="model must take one input tensor"):
+    with pytest.raises(ValueError, match="the model's forward takes more than one input"):
         receptive_field(Two(), (1, 4))
+
+
+def test_broadcast_addition_is_an_exact_set():
+    """A global mean broadcast onto every position: every output reads the whole input."""
+    model = positive(_Returns(lambda m, x: m.conv(x) + m.mean(x)))
+    for idx in (0, 5):
+        np.testing.assert_array_equal(receptive_set(model, (1, 8), idx).flat, grad_support(model, (1, 8), idx))
+
+
+def classifier(features):
+    head = OrderedDict([("flatten", nn.Flatten()), ("fc", nn.Linear(2 * 7 * 7, 10)), ("relu", nn.ReLU()),
+                        ("logits", nn.Linear(10, 3))])
+    return nn.Sequential(OrderedDict(list(features.named_children()) + list(head.items())))
+
+
+def test_classifier_head_reports_the_spatial_part():
+    rf = receptive_field(classifier(vgg((2, 2, 3, 3, 3))), (3, 224, 224))
+    assert (rf.size, rf.stride, rf.padding) == ((212, 212), (32, 32), (90, 90))
+    assert rf.spatial_end == "pool5" and rf.head[0] == "'flatten' (Flatten)"
+    assert [r.layer for r in rf.table][-1] == "pool5" and rf.table[0].start == (-1, -1)
+    text = str(rf)
+    assert text.splitlines()[0].split() == ["layer", "size", "jump", "start"]
+    assert "pool5" in text and "spatial part ends at 'pool5'" in text and "212x212" in text
+    assert "spatial_end='pool5'" in repr(rf)
+
+
+def test_onnx_classifier_field_equals_torch(tmp_path):
+    import warnings
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3, stride=2),
+                          nn.Flatten(), nn.Linear(2 * 3 * 3, 4)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 1, 16, 16),), str(tmp_path / "m.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["y"], opset_version=13)
+    a, b = receptive_field(model, (1, 16, 16)), receptive_field(str(tmp_path / "m.onnx"))
+    assert (a.size, a.stride, a.padding) == (b.size, b.stride, b.padding) == ((8, 8), (4, 4), (1, 1))
+    assert a.spatial_end == "3" and b.head and "(Flatten)" in b.head[0]
+    np.testing.assert_array_equal(receptive_set(str(tmp_path / "m.onnx"), None, 0).flat,
+                                  receptive_set(model, (1, 16, 16), 0).flat)

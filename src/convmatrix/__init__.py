@@ -50,7 +50,7 @@ _LAZY = {
     "spectral_norm_bounds": ".analysis.spectral",
     "plot_spectrum": ".analysis.spectral",
     "kernel_norm_vs_layer_norm": ".analysis.spectral",
-    "lipschitz": ".analysis.lipschitz_net",
+    "lipschitz": ".analysis.lipschitz",
 }
 
 __all__ = [

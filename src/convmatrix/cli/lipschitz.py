@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..analysis.lipschitz_net import lipschitz
+    from ..analysis.lipschitz import lipschitz
 
     print(lipschitz(args.model))
     return 0

@@ -24,6 +24,7 @@ replicate and circular padding; then values are summed with ``np.add.reduceat``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -554,6 +555,44 @@ class TapPattern:
                     vals = np.broadcast_to(vals, (*vals.shape[:-2], shape[-2], blk.width)).copy()
                 _strided(data, base, shape, steps)[...] = vals
 
+    @property
+    def spatial(self) -> "TapPattern":
+        """The pattern of the spatial part alone (one input and one output channel).
+
+        Within a group every (output, input) channel pair has this same pattern, so
+        structure questions (which neurons are connected) need only it.
+        """
+        g = self.geometry
+        return tap_pattern(dataclasses.replace(g, in_channels=1, out_channels=1, groups=1))
+
+    def column_positions(self, col: int) -> tuple[int, np.ndarray]:
+        """Which rows read input neuron ``col`` (one column of M), without building M.
+
+        Returns ``(first, positions)``: the first output channel of ``col``'s group and
+        the sorted spatial output positions whose window holds ``col``'s position.
+        Every output channel ``u`` of that group reads ``col`` at those positions: the
+        rows are ``u * n_positions + positions`` for ``u`` in ``first .. first +
+        out_per_group - 1`` (:meth:`column`).
+
+        >>> p = tap_pattern(ConvGeometry.from_args((2, 1, 2, 2), (1, 3, 3)))
+        >>> first, positions = p.column_positions(4)      # the centre of the 3x3 input
+        >>> first, positions.tolist(), p.column(4).tolist()
+        (0, [0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 6, 7])
+        """
+        g = self.geometry
+        if not 0 <= int(col) < self.shape[1]:
+            raise ValueError(f"col must be an input neuron in [0, {self.shape[1]}), got {col}")
+        channel, pos = divmod(int(col), prod(g.input_size))
+        columns = _spatial_columns(self.spatial)
+        first = (channel // g.in_per_group) * g.out_per_group
+        return first, columns.indices[columns.indptr[pos]:columns.indptr[pos + 1]].astype(np.int64)
+
+    def column(self, col: int) -> np.ndarray:
+        """The rows (output neurons) that read input neuron ``col``, sorted: one column of M's pattern."""
+        first, positions = self.column_positions(col)
+        channels = np.arange(first, first + self.geometry.out_per_group, dtype=np.int64)
+        return (channels[:, None] * self.n_positions + positions[None, :]).ravel()
+
     def entry_taps(self, start: int = 0, stop: int | None = None):
         """For every stored entry of rows ``[start, stop)``, the taps summed into it.
 
@@ -585,6 +624,16 @@ def _default_workers(nnz: int) -> int:
         return 1
     cap = os.environ.get("CONVMATRIX_THREADS", "").strip()
     return max(1, min(os.cpu_count() or 1, 8, int(cap) if cap else 8))
+
+
+@lru_cache(maxsize=16)
+def _spatial_columns(spatial: TapPattern):
+    """A one-channel pattern column-major (CSC): output positions per input position."""
+    import scipy.sparse as sp
+
+    _, indices, indptr = spatial.fill(None)
+    rows = sp.csr_array((np.ones(len(indices), dtype=np.int8), indices, indptr), shape=spatial.shape)
+    return rows.tocsc()
 
 
 @lru_cache(maxsize=16)

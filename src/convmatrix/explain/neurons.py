@@ -26,9 +26,9 @@ folded back (reflect, replicate, circular) or dropped (zeros).
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass, field
-from functools import lru_cache
 from math import prod
 from typing import Sequence
 
@@ -37,7 +37,7 @@ import numpy as np
 from ..core.geometry import ConvGeometry
 from .symbolic import entry_weights, kernel_names
 
-__all__ = ["neuron", "feeds", "Neuron", "Fanout", "parse_index", "layer_field", "compose_field", "spatial_pattern"]
+__all__ = ["neuron", "feeds", "Neuron", "Fanout", "NetworkNeuron", "parse_index", "layer_field", "compose_field"]
 
 
 def parse_index(name: str, value, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
@@ -96,50 +96,6 @@ def compose_field(inner: tuple[int, int, int], outer: tuple[int, int, int]) -> t
     return s0 + (s1 - 1) * j0, j0 * j1, p0 + p1 * j0
 
 
-def spatial_pattern(geom: ConvGeometry):
-    """The tap pattern of the layer's spatial part alone (one input, one output channel).
-
-    Within a group every (output, input) channel pair of a layer has this same
-    pattern, so structure questions (which neurons are connected) need only it.
-    """
-    from ..core.matrix import conv_geometry
-    from ..core.pattern import tap_pattern
-
-    kw = geom.conv_kwargs()
-    kw.pop("groups")
-    return tap_pattern(conv_geometry((1, 1, *geom.kernel_size), (1, *geom.input_size), **kw))
-
-
-def reading_positions(geom: ConvGeometry, col: int) -> tuple[int, np.ndarray]:
-    """Which rows read input neuron ``col`` (one column of M), without building M.
-
-    Returns ``(first, positions)``: the first output channel of ``col``'s group and
-    the sorted spatial output positions whose window holds ``col``'s position. Every
-    output channel ``u`` of that group reads ``col`` at those positions, so the rows
-    are ``u * prod(output_size) + positions`` for ``u`` in ``first .. first +
-    out_per_group - 1``.
-
-    >>> g = ConvGeometry.from_args((2, 1, 2, 2), (1, 3, 3))
-    >>> first, positions = reading_positions(g, 4)      # the centre of the 3x3 input
-    >>> first, positions.tolist()
-    (0, [0, 1, 2, 3])
-    """
-    channel, pos = divmod(int(col), prod(geom.input_size))
-    columns = _spatial_columns(spatial_pattern(geom))
-    first = (channel // geom.in_per_group) * geom.out_per_group
-    return first, columns.indices[columns.indptr[pos]:columns.indptr[pos + 1]].astype(np.int64)
-
-
-@lru_cache(maxsize=16)
-def _spatial_columns(spatial):
-    """The spatial pattern column-major (CSC): output positions per input position."""
-    import scipy.sparse as sp
-
-    _, indices, indptr = spatial.fill(None)
-    rows = sp.csr_array((np.ones(len(indices), dtype=np.int8), indices, indptr), shape=spatial.shape)
-    return rows.tocsc()
-
-
 def _as_layer(weight, input_shape, conv_kwargs):
     """(geometry, weight values or None, names): a weight array, or only its shape (symbolic)."""
     from ..core.matrix import as_weight_array, conv_geometry
@@ -185,11 +141,35 @@ class Neuron:
     words: str
     geometry: ConvGeometry = field(repr=False)
     values: str | None = None  # the formula with the numbers, when the weight is known
+    activation: str | None = None  # the activation that follows the layer (a torch.nn class name)
+
+    @property
+    def output_formula(self) -> str | None:
+        """``a[...] = ReLU(y[...])`` where an activation follows, else None."""
+        if self.activation is None:
+            return None
+        return f"{_coord_str('a', self.coords)} = {self.activation}({_coord_str('y', self.coords)})"
+
+    def pre_activation(self, x) -> np.ndarray:
+        """``y_i = m_i . x + b_i`` for a batch ``x`` of layer inputs ``(N, *input_shape)`` (needs the weight)."""
+        if self.row is None:
+            raise ValueError("pre_activation needs the weight's numbers; this neuron was given only a weight shape")
+        X = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+        return X.reshape(X.shape[0], -1) @ np.asarray(self.row, dtype=np.float64) + self.bias
+
+    def output(self, x) -> np.ndarray:
+        """The neuron's output ``a_i = act(y_i)`` (``y_i`` itself without an activation)."""
+        from ..network.activations import apply_activation
+
+        y = self.pre_activation(x)
+        return y if self.activation is None else apply_activation(self.activation, {}, y[:, None])[:, 0]
 
     def __str__(self) -> str:
         lines = [self.words, "", "  " + self.formula]
         if self.values:
             lines.append("  " + self.values)
+        if self.activation:
+            lines.append(f"  {self.output_formula}   (the neuron's output: the activation of its pre-activation)")
         lines += ["", "  input neuron (flat)  (channel, *position)  weight"]
         for k, (flat, c) in enumerate(zip(self.inputs, self.input_coords)):
             w = "+".join(self.taps[k])
@@ -223,8 +203,16 @@ class Fanout:
         return "\n".join(lines)
 
 
-def neuron(weight, input_shape, index_or_coords, *, bias=None, **conv_kwargs) -> Neuron:
-    """One output neuron of a conv layer: its row of M, its inputs with their weights, its formula.
+def neuron(weight, input_shape, index_or_coords, *, bias=None, activation=None, layer=None, **conv_kwargs):
+    """One output neuron of a conv layer (a :class:`Neuron`), or of any layer of a model (a :class:`NetworkNeuron`).
+
+    A neuron has two numbers: its pre-activation ``y_i = m_i . x + b_i`` (``m_i`` its
+    row of the layer's matrix M) and, when an activation follows, its output
+    ``a_i = act(y_i)``, e.g. ``relu(m_i . x + b_i)``.
+
+    With a torch module or an ONNX file (path or ``onnx.ModelProto``) as the first
+    argument, ``layer`` names the layer (its name in the model, or its number in
+    the model's layer table, see :func:`network_neuron`).
 
     Parameters
     ----------
@@ -238,6 +226,8 @@ def neuron(weight, input_shape, index_or_coords, *, bias=None, **conv_kwargs) ->
         (see the module docstring for the axis order).
     bias : array or float, optional
         The layer's bias (one per output channel) or a scalar.
+    activation : str, optional
+        The activation that follows the layer (``"relu"``, ``"sigmoid"``, ...).
 
     Examples
     --------
@@ -248,7 +238,31 @@ def neuron(weight, input_shape, index_or_coords, *, bias=None, **conv_kwargs) ->
     ((0, 0, 1), [1, 2, 4, 5], ((0, 2), (1, 3)))
     >>> n.formula
     'y[0,0,1] = a*x[0,0,1] + b*x[0,0,2] + c*x[0,1,1] + d*x[0,1,2]'
+    >>> neuron((2, 1, 2, 2), (1, 3, 3), 1, activation="relu").output_formula
+    'a[0,0,1] = ReLU(y[0,0,1])'
     """
+    if layer is not None or _is_model(weight):
+        if bias is not None or activation is not None or conv_kwargs:
+            raise ValueError("bias, activation and conv options come from the model; do not pass them with a model")
+        return network_neuron(weight, input_shape, index_or_coords, layer=layer)
+    kind = None
+    if activation is not None:
+        from ..network.activations import activation_kind
+
+        kind = activation_kind(activation)
+    return dataclasses.replace(_layer_neuron(weight, input_shape, index_or_coords, bias, conv_kwargs),
+                               activation=kind)
+
+
+def _is_model(obj) -> bool:
+    import os
+
+    if isinstance(obj, (str, bytes, os.PathLike)) or type(obj).__name__ == "ModelProto":
+        return True
+    return any(c.__name__ == "Module" and c.__module__.startswith("torch.nn") for c in type(obj).__mro__)
+
+
+def _layer_neuron(weight, input_shape, index_or_coords, bias, conv_kwargs) -> Neuron:
     geom, values, names = _as_layer(weight, input_shape, conv_kwargs)
     flat, coords = parse_index("index_or_coords", index_or_coords, geom.output_shape)
     indptr, cols, tap_ptr, widx = entry_weights(geom, flat, flat + 1)
@@ -316,11 +330,9 @@ def feeds(weight, input_shape, index_or_coords, **conv_kwargs) -> Fanout:
     """
     geom, values, names = _as_layer(weight, input_shape, conv_kwargs)
     flat, coords = parse_index("index_or_coords", index_or_coords, geom.input_shape)
-    # Output positions whose window holds this input position, from the spatial pattern;
-    # every output channel of the input channel's group reads it there.
-    first, positions = reading_positions(geom, flat)
-    channels = np.arange(first, first + geom.out_per_group, dtype=np.int64)
-    rows = (channels[:, None] * prod(geom.output_size) + positions[None, :]).ravel()
+    from ..core.pattern import tap_pattern
+
+    rows = tap_pattern(geom).column(flat)  # every output channel of the group, at the windows holding it
     taps, weights = [], []
     for r in rows:
         indptr, cols, tap_ptr, widx = entry_weights(geom, int(r), int(r) + 1)
@@ -332,3 +344,145 @@ def feeds(weight, input_shape, index_or_coords, **conv_kwargs) -> Fanout:
     out_coords = [tuple(int(v) for v in c) for c in zip(*np.unravel_index(rows, geom.output_shape))]
     return Fanout(flat, coords, rows, out_coords,
                   None if values is None else np.array(weights, dtype=values.dtype), taps)
+
+
+# --------------------------------------------------------------------------- network neurons
+def _elide(values, sep: str = ", ", head: int = 8, tail: int = 4) -> str:
+    """``values`` joined by ``sep``, the middle elided (with its count) when there are many."""
+    values = [str(v) for v in values]
+    if len(values) <= head + tail:
+        return sep.join(values)
+    return sep.join(values[:head]) + f"{sep}... ({len(values) - head - tail} more) ...{sep}" + sep.join(values[-tail:])
+
+
+@dataclass(frozen=True)
+class NetworkNeuron:
+    """One neuron of a layer inside a model: its layer, row, activation and exact input set.
+
+    ``layer``: the layer's name (``number``: its number in the model's layer table);
+    ``index`` / ``coords``: the neuron in that layer's output; ``row``: its row of the
+    layer's matrix, a 1-row ``csr_array`` over the layer's input (for max pooling: 1 on
+    the window it takes the max of), ``bias`` its bias; ``activation``: the activation
+    applied to it (a ``torch.nn`` class name, ``"Max"`` for max pooling) or None;
+    ``inputs``: the sorted flat indices of the network inputs it depends on (as
+    :func:`~convmatrix.receptive_set`). ``pre_activation(x)`` / ``output(x)``: its two
+    numbers for a batch ``x`` of network inputs.
+    """
+
+    layer: str
+    number: int
+    index: int
+    coords: tuple[int, ...]
+    row: object  # scipy.sparse.csr_array of shape (1, layer input size)
+    bias: float
+    activation: str | None
+    inputs: np.ndarray
+    graph: object = field(repr=False)
+    pre_node: int = field(repr=False, default=0)
+    out_node: int = field(repr=False, default=0)
+
+    def _values(self, x, node: int) -> np.ndarray:
+        X = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+        n_in = self.graph.nodes[0].size
+        if X.ndim < 1 or X.size != X.shape[0] * n_in:
+            raise ValueError(f"x must be a batch of network inputs (N, *{self.graph.sample_shapes[0]}), got {X.shape}")
+        return self.graph.evaluate(X.reshape(X.shape[0], n_in), node)[:, self.index]
+
+    def pre_activation(self, x) -> np.ndarray:
+        """``y_i = m_i . h + b_i`` (``h`` the layer's input) for a batch ``x`` of network inputs."""
+        return self._values(x, self.pre_node)
+
+    def output(self, x) -> np.ndarray:
+        """The neuron's output after its activation (``y_i`` itself without one)."""
+        return self._values(x, self.out_node)
+
+    def __str__(self) -> str:
+        cols = self.row.indices.tolist()
+        terms = [f"{v:.6g}*h[{c}]" for c, v in zip(cols, self.row.data)]
+        shape = self.graph.sample_shapes[self.pre_node]
+        act = f"{self.activation}(y)" if self.activation else "y (no activation follows)"
+        return "\n".join([
+            f"neuron {self.index} {self.coords} of layer {self.number} {self.layer!r} (output {shape})",
+            f"  row of the matrix of {self.graph.label(self.pre_node)}: {len(cols)} of {self.row.shape[1]} entries: "
+            f"y = {_elide(terms, ' + ') or '0'}" + (f" {'+-'[self.bias < 0]} {abs(self.bias):.6g}" if self.bias else ""),
+            f"  activation: {self.activation}   output a = {act}",
+            f"  depends on {len(self.inputs)} of {self.graph.nodes[0].size} network inputs: {_elide(self.inputs.tolist())}",
+        ])
+
+
+def layer_table(graph) -> list[str]:
+    """The model's layer table: ``number 'name' (origin) shape``, one line per node after the input."""
+    shapes = graph.sample_shapes
+    return [f"{j} {graph.label(j)} {'x'.join(map(str, shapes[j]))}" for j in range(1, len(graph.nodes))]
+
+
+def _resolve_layer(graph, layer) -> int:
+    """The node id of ``layer`` (a name or a number of the layer table); a one-line error otherwise."""
+    n = len(graph.nodes)
+    if isinstance(layer, numbers.Integral) and not isinstance(layer, bool) and 1 <= int(layer) < n:
+        return int(layer)
+    if isinstance(layer, str):
+        named = [j for j in range(1, n) if graph.nodes[j].name == layer]
+        if named:
+            return named[-1]
+        if layer.isdigit() and 1 <= int(layer) < n:
+            return int(layer)
+    table = layer_table(graph)
+    shown = table if len(table) <= 24 else table[:16] + [f"... ({len(table) - 20} more)"] + table[-4:]
+    raise ValueError(f"layer {layer!r} is not a layer of the model; valid layers (number 'name' (op) shape): "
+                     + "; ".join(shown))
+
+
+def _row_of(graph, j: int, i: int):
+    """``(row, bias)`` of neuron ``i`` of node ``j``: its matrix row over the node's input."""
+    import scipy.sparse as sp
+
+    node = graph.nodes[j]
+    if node.op == "Affine":
+        return sp.csr_array(node.M[[i]]), float(node.b[i])
+    n_in = sum(graph.nodes[k].size for k in node.inputs)
+    if node.op == "Max":
+        cols = np.unique(node.groups[i])
+    elif node.op == "Add":
+        cols = np.cumsum([0] + [graph.nodes[k].size for k in node.inputs[:-1]]) + i
+    else:  # Concat, Act: the neuron itself
+        cols = np.array([i])
+    return sp.csr_array((np.ones(len(cols)), (np.zeros(len(cols), dtype=int), cols)), shape=(1, n_in)), 0.0
+
+
+def network_neuron(model, input_shape, index_or_coords, *, layer) -> NetworkNeuron:
+    """Neuron ``index_or_coords`` of the output of layer ``layer`` of a model (torch module or ONNX file).
+
+    ``layer`` is the layer's name in the model or its number in the model's layer
+    table (the nodes of :func:`convmatrix.network.load`'s graph, input 0). An
+    activation layer names the neuron of the layer it follows, seen after the
+    activation; a layer followed by an activation has it as its ``activation``.
+
+    >>> import torch.nn as nn
+    >>> net = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU(), nn.Conv1d(2, 1, 2)).eval()
+    >>> n = network_neuron(net, (1, 6), (1, 0), layer="0")
+    >>> n.activation, n.row.indices.tolist(), n.inputs.tolist()
+    ('ReLU', [0, 1, 2], [0, 1, 2])
+    """
+    from ..network import load
+    from .receptive import pull_back
+
+    graph = load(model, input_shape, eval_mode=True)
+    j = _resolve_layer(graph, layer)
+    shapes = graph.sample_shapes
+    flat, coords = parse_index("index_or_coords", index_or_coords, shapes[j])
+    node, pre, out = graph.nodes[j], j, j
+    activation = None
+    if node.op == "Act":
+        activation, pre = node.kind, node.inputs[0]
+    else:
+        nexts = graph.consumers()[j]
+        if len(nexts) == 1 and graph.nodes[nexts[0]].op == "Act":
+            out, activation = nexts[0], graph.nodes[nexts[0]].kind
+        elif node.op == "Max":
+            activation = "Max"
+    row, bias = _row_of(graph, pre, flat)
+    mask = np.zeros(graph.nodes[pre].size, dtype=bool)
+    mask[flat] = True
+    inputs = np.flatnonzero(pull_back(graph, shapes, pre, mask).get(0, np.zeros(graph.nodes[0].size, bool)))
+    return NetworkNeuron(graph.nodes[j].name, j, flat, coords, row, bias, activation, inputs, graph, pre, out)

@@ -34,7 +34,6 @@ import numpy as np
 from .. import notation
 from ..core.geometry import ConvGeometry, check_memory, format_bytes
 from ..core.matrix import as_weight_array, build_csr, conv_geometry, estimate_bytes
-from ..explain.neurons import reading_positions
 from ..core.pattern import axis_nnz, slab_permutation, tap_pattern
 from ..explain.symbolic import kernel_names
 
@@ -196,13 +195,11 @@ class Layer:
         group, so the column of the group's first channel's row block, shifted by one
         block per channel, is the whole column.
         """
-        first, positions = self._column_positions(col)
-        p, count = self.pattern.n_positions, self.geom.out_per_group
-        return (np.arange(first, first + count, dtype=np.int64)[:, None] * p + positions[None, :]).ravel()
+        return self.pattern.column(col)
 
     def _column_positions(self, col: int):
         """(first output channel of col's group, spatial output positions reading col)."""
-        return reading_positions(self.geom, col)
+        return self.pattern.column_positions(col)
 
     def column(self, col: int, limit: int):
         """Rows that read column ``col`` (sorted) with the names and values of their entries.

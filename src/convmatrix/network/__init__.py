@@ -12,23 +12,29 @@ Stable entry point for other tools (spectral analysis, explorer):
 ``load(model_or_onnx_path, input_shape=None) -> Graph``
     The DAG *before* lowering: Affine nodes hold the exact sparse matrix of each
     linear layer (``node.M`` csr_array, ``node.b``), activations and pooling keep
-    their identity (``Act.kind``, ``Max.groups``), every node has ``name`` (the
-    layer or ONNX node it came from) and ``shape`` (its tensor shape without the
-    batch axis). ``graph.evaluate(x)`` runs it on a ``(N, input size)`` batch.
+    their identity (``Act.kind``, ``Max.groups``), conv, pooling and padding nodes
+    keep their geometry and weight (``node.conv``, a ``ConvRecord``), every node has
+    ``name`` (the layer or ONNX node it came from), ``origin`` (its ``torch.nn`` class,
+    function or ONNX op type) and ``shape`` (its tensor shape; ONNX values keep the
+    file's batch axis as 1). ``graph.evaluate(x)`` runs it on a ``(N, input size)`` batch.
+
+This is the only code that reads a torch module or an ONNX file: receptive fields,
+Lipschitz bounds, network neurons, the explorer's model stacks, ``to_mlp`` and
+``convert`` all read models through :func:`load`.
 """
 
 from __future__ import annotations
 
 import os
 
-from .ir import Act, Add, Affine, Concat, Graph, Input, Max, Node
+from .ir import Act, Add, Affine, Concat, ConvRecord, Graph, Input, Max, Node
 from .passes import Chain, Layer, expand_max, fuse_affine, lower, relu_only
 
-__all__ = ["load", "Graph", "Node", "Input", "Affine", "Act", "Add", "Concat", "Max", "Chain", "Layer",
+__all__ = ["load", "Graph", "Node", "Input", "Affine", "Act", "Add", "Concat", "Max", "ConvRecord", "Chain", "Layer",
            "expand_max", "relu_only", "fuse_affine", "lower", "to_mlp", "MaskedActivation"]
 
 
-def load(model_or_path, input_shape=None, **onnx_options) -> Graph:
+def load(model_or_path, input_shape=None, *, eval_mode: bool = False, **onnx_options) -> Graph:
     """A torch module or an ONNX file (path or ``onnx.ModelProto``) as an IR :class:`Graph`.
 
     Parameters
@@ -38,6 +44,10 @@ def load(model_or_path, input_shape=None, **onnx_options) -> Graph:
         Required for torch modules: one input without the batch axis. ONNX files
         declare their own (a given shape must fit the file's, batch axis left out, and
         fills its dynamic sizes).
+    eval_mode : bool
+        Read a torch module as in eval mode (a copy; the module keeps its modes).
+        Without it a module in training mode is refused where that matters
+        (batch norm, dropout).
     **onnx_options
         For ONNX files, :func:`~convmatrix.network.onnx_frontend.from_onnx`'s keywords
         (``batch_axis``, ``drop_final``, ``validate``).
@@ -58,7 +68,7 @@ def load(model_or_path, input_shape=None, **onnx_options) -> Graph:
                          "e.g. (3, 32, 32)")
     from .torch_frontend import from_torch
 
-    return from_torch(model_or_path, input_shape)
+    return from_torch(model_or_path, input_shape, eval_mode=eval_mode)
 
 
 def __getattr__(name):

@@ -17,6 +17,13 @@ Concat     the concatenation of its inputs, in order
 Max        ``y[i] = max(x[groups[i, j]] for j)``: max pooling over index groups
 ========== ================================================================
 
+Convolutions, pooling and padding layers keep what they were besides their matrix:
+``node.conv``, a :class:`ConvRecord` with the layer's :class:`~convmatrix.ConvGeometry`
+(pooling: a grouped convolution with a ones kernel; a padding layer: a 1x1 one
+with that padding) and its weight, so spectral fast paths and receptive-field
+arithmetic still see a convolution. ``node.origin`` names the operation the node
+came from (the ``torch.nn`` class, the function, or the ONNX op type).
+
 ``Act.kind`` is the name of the ``torch.nn`` module class (``"ReLU"``,
 ``"LeakyReLU"``, ``"Sigmoid"``, ...) and ``params`` its constructor keywords
 (``{"negative_slope": 0.1}``); ``"PReLU"`` keeps one slope per neuron in
@@ -46,10 +53,30 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Node", "Input", "Affine", "Act", "Add", "Concat", "Max", "Graph", "RELU_LIKE"]
+from ..core.geometry import ConvGeometry
+from .activations import apply_activation
+
+__all__ = ["Node", "Input", "Affine", "Act", "Add", "Concat", "Max", "Graph", "ConvRecord", "RELU_LIKE"]
 
 # Activations that a ReLU network can express exactly (used by the ONNX/NNet writers).
 RELU_LIKE = ("ReLU", "LeakyReLU", "PReLU")
+
+
+@dataclass(frozen=True, eq=False)
+class ConvRecord:
+    """A conv, pooling or padding node as the convolution it is (besides its matrix).
+
+    ``kind``: ``"conv"``, ``"avg_pool"``, ``"max_pool"`` or ``"pad"``; ``geometry``:
+    its :class:`ConvGeometry` on the node's input (one sample, no batch axis);
+    ``weight`` (float64, ``geometry.weight_shape``): the conv's weight, the pooling
+    kernel (ones; ``1/divisor`` for average pooling) or the padding layer's 1x1 ones;
+    ``bias``: one per output channel, or None.
+    """
+
+    kind: str
+    geometry: ConvGeometry
+    weight: np.ndarray
+    bias: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -59,6 +86,7 @@ class Node:
     inputs: tuple[int, ...]
     shape: tuple[int, ...]
     name: str = ""
+    origin: str = field(default="", kw_only=True)
 
     @property
     def size(self) -> int:
@@ -81,6 +109,7 @@ class Affine(Node):
 
     M: sp.csr_array = None
     b: np.ndarray = None
+    conv: ConvRecord | None = field(default=None, kw_only=True)
 
 
 @dataclass(eq=False)
@@ -106,6 +135,7 @@ class Max(Node):
     """``y[i] = max_j x[groups[i, j]]``; ``groups`` is an int array ``(size, k)``."""
 
     groups: np.ndarray = None
+    conv: ConvRecord | None = field(default=None, kw_only=True)
 
 
 class Graph:
@@ -132,7 +162,7 @@ class Graph:
         self.nodes.append(node)
         return len(self.nodes) - 1
 
-    def affine(self, inputs, M, b=None, *, shape=None, name: str = "") -> int:
+    def affine(self, inputs, M, b=None, *, shape=None, name: str = "", conv: ConvRecord | None = None) -> int:
         """``M @ concat(inputs) + b``; ``shape`` defaults to ``(M.shape[0],)``."""
         inputs = tuple(inputs)
         M = sp.csr_array(M)
@@ -143,7 +173,7 @@ class Graph:
         shape = (M.shape[0],) if shape is None else tuple(int(d) for d in shape)
         if prod(shape) != M.shape[0] or b.shape != (M.shape[0],):
             raise ValueError(f"node {name!r}: shape {shape}, matrix rows {M.shape[0]}, bias {b.shape} disagree")
-        return self.append(Affine(inputs, shape, name, M, b))
+        return self.append(Affine(inputs, shape, name, M, b, conv=conv))
 
     def act(self, x: int, kind: str, params: dict | None = None, *, name: str = "") -> int:
         return self.append(Act((x,), self.nodes[x].shape, name, kind, dict(params or {})))
@@ -160,12 +190,12 @@ class Graph:
         n = sum(self.nodes[i].size for i in inputs)
         return self.append(Concat(inputs, (n,) if shape is None else tuple(shape), name))
 
-    def max(self, x: int, groups, *, shape=None, name: str = "") -> int:
+    def max(self, x: int, groups, *, shape=None, name: str = "", conv: ConvRecord | None = None) -> int:
         groups = np.asarray(groups, dtype=np.int64)
         if groups.ndim != 2 or groups.shape[1] < 1:
             raise ValueError(f"node {name!r}: groups must be a (neurons, k) int array, got shape {groups.shape}")
         shape = (groups.shape[0],) if shape is None else tuple(shape)
-        return self.append(Max((x,), shape, name, groups))
+        return self.append(Max((x,), shape, name, groups, conv=conv))
 
     def reshape(self, x: int, shape, *, name: str = "") -> int:
         """The same neurons under another tensor shape (C order is kept: an identity map)."""
@@ -205,25 +235,37 @@ class Graph:
             lines.append(f"  {j}: {node.op}{list(node.inputs)} {node.shape}{extra}  [{node.name}]")
         return "\n".join(lines)
 
-    def evaluate(self, x: np.ndarray) -> np.ndarray:
-        """Values of the output for a batch ``x`` of shape ``(N, input size)`` (float64).
+    def evaluate(self, x: np.ndarray, node: int | None = None) -> np.ndarray:
+        """Values of the output (or of node ``node``) for a batch ``x`` of shape ``(N, input size)``.
 
-        Every node is computed exactly as defined above (activations through
-        ``torch.nn`` in float64), one batch at a time.
+        Every node is computed exactly as defined above (float64; activations
+        through the table of :mod:`.activations`), one batch at a time.
         """
+        target = self.output if node is None else int(node)
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.nodes[0].size:
             raise ValueError(f"x must have shape (N, {self.nodes[0].size}), got {x.shape}")
         vals: list[np.ndarray | None] = [None] * len(self.nodes)
         vals[0] = x
         last_use = {i: j for j, node in enumerate(self.nodes) for i in node.inputs}
-        for j, node in enumerate(self.nodes[1:], 1):
-            ins = [vals[i] for i in node.inputs]
-            vals[j] = _evaluate_node(node, ins)
-            for i in node.inputs:  # free values nobody reads any more
-                if last_use.get(i) == j and i != self.output:
+        for j, step in enumerate(self.nodes[1 : target + 1], 1):
+            vals[j] = _evaluate_node(step, [vals[i] for i in step.inputs])
+            for i in step.inputs:  # free values nobody reads any more
+                if last_use.get(i) == j and i != target:
                     vals[i] = None
-        return vals[self.output]
+        return vals[target]
+
+    def label(self, j: int) -> str:
+        """``'name' (origin)`` of node ``j``, as messages name it."""
+        node = self.nodes[j]
+        return f"{node.name!r} ({node.origin or node.op})"
+
+    @property
+    def sample_shapes(self) -> list[tuple[int, ...]]:
+        """Every node's shape without a batch axis (ONNX values keep a leading 1)."""
+        if not self.meta.get("batched"):
+            return [n.shape for n in self.nodes]
+        return [n.shape[1:] if len(n.shape) > 1 and n.shape[0] == 1 else n.shape for n in self.nodes]
 
 
 def _evaluate_node(node: Node, ins: list[np.ndarray]) -> np.ndarray:
@@ -241,32 +283,3 @@ def _evaluate_node(node: Node, ins: list[np.ndarray]) -> np.ndarray:
     raise TypeError(f"cannot evaluate node of type {node.op}")
 
 
-def activation_module(kind: str, params: dict, size: int | None = None):
-    """The ``torch.nn`` module of an activation (``PReLU``: one slope per neuron)."""
-    import torch
-
-    if kind == "PReLU":
-        slopes = torch.as_tensor(np.asarray(params["slopes"], dtype=np.float32))
-        m = torch.nn.PReLU(num_parameters=slopes.numel())
-        with torch.no_grad():
-            m.weight.copy_(slopes)
-        return m
-    cls = getattr(torch.nn, kind, None)
-    if cls is None:
-        raise ValueError(f"unknown activation kind {kind!r} (not a torch.nn module)")
-    return cls(**params)
-
-
-def apply_activation(kind: str, params: dict, z: np.ndarray) -> np.ndarray:
-    """An activation on a ``(N, n)`` float64 batch (NumPy for the ReLU family, else torch)."""
-    if kind == "ReLU":
-        return np.maximum(z, 0.0)
-    if kind == "LeakyReLU":
-        return np.where(z >= 0, z, z * params.get("negative_slope", 0.01))
-    if kind == "PReLU":
-        return np.where(z >= 0, z, z * np.asarray(params["slopes"], dtype=np.float64))
-    import torch
-
-    with torch.no_grad():
-        module = activation_module(kind, params).double()
-        return module(torch.from_numpy(np.ascontiguousarray(z))).numpy()

@@ -1,9 +1,13 @@
 """The affine maps and pooling windows of single layers, shared by the front ends.
 
-Only NumPy/SciPy here. Convolutions come from :func:`convmatrix.conv_matrix`;
-pooling windows are the rows of the matrix of a ones kernel (again
-``conv_matrix``, one axis at a time, combined by Kronecker products), so no conv
-index arithmetic is written twice. Index-moving layers (reshape, permute, pad,
+Only NumPy/SciPy here. Convolutions come from :func:`convmatrix.conv_matrix`.
+Pooling is a grouped convolution with a ones kernel (:func:`pool_geometry`; ceil
+mode adds padding on the high side), a padding layer a 1x1 grouped convolution
+with that padding (:func:`pad_record`): their windows are rows of that
+convolution's matrix, so no conv index arithmetic is written twice, and their
+:class:`~.ir.ConvRecord` tells the analyses what they are. Batch norm in eval mode
+is :func:`batch_norm_affine`; folding a per-channel affine map into the
+convolution before or after it is :func:`fold_channel_affine`. Index-moving layers (reshape, permute, pad,
 concat, slicing) are *gathers*: a front end runs the layer itself on integer codes
 ``1..n`` and :func:`gather_matrix` reads the selection matrix off the result.
 """
@@ -15,12 +19,17 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
-from ..core.matrix import as_weight_array, conv_geometry, conv_matrix
+import dataclasses
+
+from ..core.geometry import ConvGeometry
+from ..core.matrix import as_weight_array, build_csr, conv_geometry, conv_matrix
+from .ir import ConvRecord
 
 __all__ = [
     "conv_affine", "linear_affine", "channel_affine", "gather_matrix", "codes",
     "pool_windows", "adaptive_windows", "avg_pool_affine", "max_pool_groups", "unit_rows", "probe_affine",
     "is_affine_on", "reduce_groups", "group_sum_matrix",
+    "conv_record", "pool_geometry", "pool_record", "pad_record", "batch_norm_affine", "fold_channel_affine",
 ]
 
 
@@ -78,32 +87,117 @@ def gather_matrix(out_codes, n_in: int, what: str = "layer") -> sp.csr_array:
     return sp.csr_array((np.ones(len(rows)), (rows, idx[rows] - 1)), shape=(len(c), n_in))
 
 
-def _axis_window(n, k, stride, dilation, lo, hi, out):
-    """One axis of a pooling layer: 0/1 windows ``(out, n)`` and the count over the padded input.
+def pool_geometry(input_shape, kernel, stride, dilation, pads_lo, pads_hi, out_spatial) -> ConvGeometry:
+    """A pooling layer over ``(C, *spatial)`` as a grouped convolution with a ones kernel.
 
-    The windows are the rows of the ones kernel's matrix on the padded input,
-    extended on the right where ``ceil_mode`` adds a last partial window.
+    ``(lo, hi)`` pads per axis; where ``out_spatial`` asks for more windows than
+    the pads give (``ceil_mode``), the high side grows until the last window fits.
+
+    >>> g = pool_geometry((2, 5), (2,), (2,), (1,), (0,), (0,), (3,))   # ceil_mode: 3 windows of 2
+    >>> g.padding, g.output_shape
+    (((0, 1),), (2, 3))
     """
-    span = dilation * (k - 1) + 1
-    extra = max(0, (out - 1) * stride + span - (n + lo + hi))
-    Mv = conv_matrix(np.ones((1, 1, k)), (1, n + lo + hi + extra), stride=stride, dilation=dilation)
-    Mv = sp.csr_array(Mv[:out])
-    return sp.csr_array(Mv[:, lo:lo + n]), np.asarray(Mv[:, : n + lo + hi].sum(axis=1)).reshape(-1)
+    C, nd = input_shape[0], len(kernel)
+    pairs = []
+    for n, k, s, d, lo, hi, o in zip(input_shape[1:], kernel, stride, dilation, pads_lo, pads_hi, out_spatial):
+        extra = max(0, (o - 1) * s + d * (k - 1) + 1 - (n + lo + hi))
+        pairs.append((int(lo), int(hi) + extra))
+    geom = conv_geometry((C, 1, *kernel), tuple(input_shape), stride=tuple(stride), dilation=tuple(dilation),
+                         groups=C, padding=tuple(max(p) for p in pairs))
+    return dataclasses.replace(geom, padding=tuple(pairs))
 
 
 def pool_windows(input_shape, kernel, stride, dilation, pads_lo, pads_hi, out_spatial):
     """Windows of a (max or average) pooling layer over ``(C, *spatial)``.
 
     Returns ``(W, count_padded)``: ``W`` the 0/1 matrix (output neuron x input neuron)
-    of which inputs each output sees, ``count_padded`` how many window positions lie
-    in the zero-padded input (the divisor with ``count_include_pad``).
+    of which inputs each output sees (the ones kernel's matrix on
+    :func:`pool_geometry`), ``count_padded`` how many window positions lie in the
+    zero-padded input (the divisor with ``count_include_pad``; ceil mode's extra
+    positions do not count).
     """
-    C, spatial = input_shape[0], input_shape[1:]
-    W, cnt = sp.identity(1, format="csr"), np.ones(1)
-    for ax, n in enumerate(spatial):
-        Wa, ca = _axis_window(n, kernel[ax], stride[ax], dilation[ax], pads_lo[ax], pads_hi[ax], out_spatial[ax])
-        W, cnt = sp.kron(W, Wa, format="csr"), np.kron(cnt, ca)
-    return sp.csr_array(sp.kron(sp.identity(C), W, format="csr")), np.tile(cnt, C)
+    geom = pool_geometry(input_shape, kernel, stride, dilation, pads_lo, pads_hi, out_spatial)
+    W = build_csr(np.ones(geom.weight_shape), geom)
+    cnt = np.ones(1)
+    for n, k, s, d, lo, hi, o in zip(input_shape[1:], kernel, stride, dilation, pads_lo, pads_hi, out_spatial):
+        q = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d  # window positions in the padded input
+        cnt = np.kron(cnt, (q < n + lo + hi).sum(axis=1))
+    return W, np.tile(cnt.astype(np.float64), input_shape[0])
+
+
+def pool_record(kind: str, geom: ConvGeometry, divisor: float | None = None) -> ConvRecord:
+    """The record of a pooling layer: ``kind`` ``"max_pool"`` (ones) or ``"avg_pool"`` (``1/divisor``)."""
+    value = 1.0 if kind == "max_pool" else 1.0 / float(divisor or geom.kernel_numel)
+    return ConvRecord(kind, geom, np.full(geom.weight_shape, value))
+
+
+def pad_record(input_shape, lohi, mode: str = "zeros") -> ConvRecord:
+    """A padding layer as a 1x1 grouped convolution with padding ``lohi`` (``(lo, hi)`` per axis)."""
+    C, nd = input_shape[0], len(input_shape) - 1
+    geom = conv_geometry((C, 1, *(1,) * nd), tuple(input_shape), groups=C, padding_mode=mode,
+                         padding=tuple(max(lo, hi) for lo, hi in lohi))
+    geom = dataclasses.replace(geom, padding=tuple((int(lo), int(hi)) for lo, hi in lohi))
+    return ConvRecord("pad", geom, np.ones(geom.weight_shape))
+
+
+def conv_record(weight, bias, input_shape, *, pads=None, **conv_kwargs) -> ConvRecord:
+    """The record of a convolution; ``pads``, ``(lo, hi)`` per axis, replaces symmetric ``padding``."""
+    w = _f64(weight)
+    if pads is not None:
+        conv_kwargs["padding"] = tuple(max(p) for p in pads)
+    geom = conv_geometry(w.shape, tuple(input_shape), **conv_kwargs)
+    if pads is not None:
+        geom = dataclasses.replace(geom, padding=tuple((int(lo), int(hi)) for lo, hi in pads))
+    return ConvRecord("conv", geom, w, None if bias is None else _f64(bias).reshape(-1))
+
+
+def record_affine(rec: ConvRecord):
+    """``(M, b)`` of a record: its matrix and the bias per output neuron."""
+    M = build_csr(rec.weight, rec.geometry)
+    per = prod(rec.geometry.output_size)
+    b = np.zeros(M.shape[0]) if rec.bias is None else np.repeat(rec.bias, per)
+    return M, b
+
+
+def batch_norm_affine(mean, var, weight, bias, eps):
+    """Batch norm in eval mode as ``(scale, shift)`` per channel: ``y = scale * x + shift``.
+
+    >>> batch_norm_affine(np.array([1.]), np.array([3.]), np.array([2.]), None, 1.0)
+    (array([1.]), array([-1.]))
+    """
+    mean, var = _f64(mean).reshape(-1), _f64(var).reshape(-1)
+    w = np.ones_like(mean) if weight is None else _f64(weight).reshape(-1)
+    b = np.zeros_like(mean) if bias is None else _f64(bias).reshape(-1)
+    scale = w / np.sqrt(var + eps)
+    return scale, b - mean * scale
+
+
+def fold_channel_affine(weight, bias, scale, shift=None, *, transposed: bool = False, before: bool = False,
+                        groups: int = 1):
+    """A per-channel ``scale * y + shift`` folded into a convolution's ``(weight, bias)``.
+
+    After the layer (``before=False``) it scales output channels; before it
+    (``before=True``) input channels (then ``shift`` is not folded and must be None).
+    Output channel ``g*C_out/g + j`` of a transposed layer is ``weight[g*C_in/g:..., j]``.
+
+    >>> w, b = fold_channel_affine(np.ones((2, 1, 1)), None, np.array([2., 3.]), np.array([1., 0.]))
+    >>> w.ravel().tolist(), b.tolist()
+    ([2.0, 3.0], [1.0, 0.0])
+    """
+    w, scale = _f64(weight), _f64(scale).reshape(-1)
+    a, b_ = w.shape[0], w.shape[1]
+    if transposed != before:  # scale the second axis, group by group: (groups, axis0/groups, axis1, k)
+        s = scale.reshape(groups, 1, b_, 1) if len(scale) == groups * b_ else None
+        if s is None:
+            raise ValueError(f"{len(scale)} channel scales do not match a weight of shape {w.shape}")
+        w = (w.reshape(groups, a // groups, b_, -1) * s).reshape(w.shape)
+    else:
+        w = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
+    if before:
+        return w, None if bias is None else _f64(bias)
+    out = len(scale)
+    b = np.zeros(out) if bias is None else _f64(bias).reshape(-1)
+    return w, scale * b + (0.0 if shift is None else _f64(shift).reshape(-1))
 
 
 def adaptive_windows(input_shape, out_spatial):

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from ..core.geometry import check_memory
-from .ir import activation_module
+from .activations import activation_module
 from .check import ConversionError, check_close, compare  # noqa: F401 (re-exported)
 from .passes import Chain, expand_max, lower
-from .torch_frontend import _check_shape, from_torch
+from .torch_frontend import check_input_shape, from_torch
 
 __all__ = ["MaskedActivation", "to_mlp", "chain_to_torch", "ConversionError", "compare"]
 
@@ -125,7 +125,7 @@ def to_mlp(model, input_shape, *, check: int = 8, max_bytes: int | None = None, 
     >>> bool(torch.allclose(mlp(x), net(x), atol=1e-5))
     True
     """
-    input_shape = _check_shape(input_shape)
+    input_shape = check_input_shape(input_shape)
     graph = from_torch(model, input_shape, seed=seed)
     chain = lower(expand_max(graph))
     params = list(model.parameters()) + list(model.buffers())

@@ -27,10 +27,11 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
+from ..core.geometry import conv_output_size, conv_transpose_output_size
 from .ir import Affine, Graph, Max
-from .layers import (adaptive_windows, avg_pool_affine, channel_affine, codes, conv_affine, gather_matrix,
-                     group_sum_matrix, is_affine_on, linear_affine, max_pool_groups, pool_windows, probe_affine,
-                     reduce_groups)
+from .layers import (adaptive_windows, avg_pool_affine, batch_norm_affine, channel_affine, codes,
+                     conv_record, gather_matrix, group_sum_matrix, is_affine_on, linear_affine, max_pool_groups,
+                     pool_geometry, pool_record, pool_windows, probe_affine, record_affine, reduce_groups)
 from .passes import clip, piecewise_linear
 
 __all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "without_dropped", "supported_operators", "operators_markdown",
@@ -272,11 +273,14 @@ class _OnnxLoader:
     def run(self) -> Graph:
         for pos, node in enumerate(self.model.graph.node):
             where = f"ONNX node #{pos} {node.name or node.output[0]!r} ({node.op_type})"
+            first = len(self.g.nodes)
             try:
                 if self.drop is not None and pos == self.drop[0] and self.drop[2]:
                     self.drop_node(node, where)
                     continue
                 self.convert(node)
+                for made in self.g.nodes[first:]:
+                    made.origin = node.op_type
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
             except Exception as exc:  # a reference op failing on odd input: one line, with the place
@@ -557,14 +561,10 @@ class _OnnxLoader:
         s, d = list(a.get("strides", [1] * nd)), list(a.get("dilations", [1] * nd))
         lo, hi = self.pads(a, in_shape[1:], k, s, d)
         kw = dict(stride=s, dilation=d, groups=int(a.get("group", 1)))
-        src, shape = self.vals[x], in_shape
-        if lo != hi:  # asymmetric: pad explicitly (a gather), then a valid convolution
-            c = np.pad(codes(in_shape), [(0, 0)] + list(zip(lo, hi)))
-            src = self.g.affine([src], gather_matrix(c, prod(in_shape)), shape=(1,) + c.shape,
-                                name=f"{node.name} (pad)")
-            shape, lo = c.shape, [0] * nd
-        M, bias, out = conv_affine(w, b, shape, padding=tuple(lo), **kw)
-        return self.g.affine([src], M, bias, shape=(1,) + out, name=node.name or node.output[0])
+        rec = conv_record(w, b, in_shape, pads=list(zip(lo, hi)), **kw)  # (lo, hi) pads: asymmetric too
+        M, bias = record_affine(rec)
+        return self.g.affine([self.vals[x]], M, bias, shape=(1,) + rec.geometry.output_shape,
+                             name=node.name or node.output[0], conv=rec)
 
     def pads(self, a, spatial, k, s, d):
         return onnx_pads(a, spatial, k, s, d)
@@ -580,7 +580,7 @@ class _OnnxLoader:
         op_ = list(a.get("output_padding", [0] * nd))
         if "output_shape" in a or a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
             want = list(a["output_shape"])[-nd:] if "output_shape" in a else [n * ss for n, ss in zip(in_shape[1:], s)]
-            total = [ss * (n - 1) + o + (kk - 1) * dd + 1 - t
+            total = [conv_transpose_output_size(n, kk, ss, dd, 0, o) - t
                      for n, ss, o, kk, dd, t in zip(in_shape[1:], s, op_, k, d, want)]
             if "output_shape" not in a:  # SAME_*: as onnxruntime, never a negative padding
                 total = [max(0, t) for t in total]
@@ -591,10 +591,13 @@ class _OnnxLoader:
             p = list(a.get("pads", [0] * (2 * nd)))
             lo, hi = p[:nd], p[nd:]
         sym = lo == hi and min(lo, default=0) >= 0
-        M, bias, out = conv_affine(w, b, in_shape, stride=s, dilation=d, groups=int(a.get("group", 1)),
-                                   padding=tuple(lo) if sym else 0, transposed=True, output_padding=tuple(op_))
+        rec = conv_record(w, b, in_shape, stride=s, dilation=d, groups=int(a.get("group", 1)),
+                          padding=tuple(lo) if sym else 0, transposed=True, output_padding=tuple(op_))
+        M, bias = record_affine(rec)
+        out = rec.geometry.output_shape
         name = node.name or node.output[0]
-        y = self.g.affine([self.vals[x]], M, bias, shape=(1,) + out, name=name if sym else f"{name} (unpadded)")
+        y = self.g.affine([self.vals[x]], M, bias, shape=(1,) + out, name=name if sym else f"{name} (unpadded)",
+                          conv=rec)
         if sym:
             return y
         return self.crop(y, out, lo, hi, name)  # asymmetric pads (SAME_*, output_shape): crop the full output
@@ -799,8 +802,8 @@ class _OnnxLoader:
         shape = self.shape(node.input[0])
         scale, bias, mean, var = (np.asarray(self.const(node, i, n), dtype=np.float64) for i, n in
                                   enumerate(("scale", "B", "mean", "var"), 1))
-        s = scale / np.sqrt(var + a.get("epsilon", 1e-5))
-        M, t = channel_affine(s, bias - mean * s, shape[1:] if len(shape) > 1 else shape)
+        s, t = batch_norm_affine(mean, var, scale, bias, a.get("epsilon", 1e-5))
+        M, t = channel_affine(s, t, shape[1:] if len(shape) > 1 else shape)
         return self.g.affine([self.vals[node.input[0]]], M, t, shape=shape, name=node.name or node.output[0])
 
     # -- activations -----------------------------------------------------------------------
@@ -909,19 +912,21 @@ class _OnnxLoader:
         lo, hi = self.pads(a, spatial, k, s, d)
         out = []
         for n, kk, ss, dd, l, h in zip(spatial, k, s, d, lo, hi):
-            span = n + l + h - (dd * (kk - 1) + 1)
-            o = (-(-span // ss) if a.get("ceil_mode", 0) else span // ss) + 1
+            o = conv_output_size(n + (ss - 1 if a.get("ceil_mode", 0) else 0), kk, ss, dd, l, h)  # ceil: round up
             if a.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
                 o = -(-n // ss)
             if a.get("ceil_mode", 0) and (o - 1) * ss >= n + l:
                 o -= 1  # the last window must start inside the input or the left padding
             out.append(o)
         W, cnt = pool_windows(shape, k, s, d, lo, hi, out)
+        rec = pool_record(f"{kind}_pool", pool_geometry(shape, k, s, d, lo, hi, out))
         name = node.name or node.output[0]
         if kind == "max":
-            return self.g.max(self.vals[node.input[0]], max_pool_groups(W), shape=(1, shape[0], *out), name=name)
+            return self.g.max(self.vals[node.input[0]], max_pool_groups(W), shape=(1, shape[0], *out), name=name,
+                              conv=rec)
         div = cnt if a.get("count_include_pad", 0) else np.diff(W.indptr).astype(np.float64)
-        return self.g.affine([self.vals[node.input[0]]], avg_pool_affine(W, div), shape=(1, shape[0], *out), name=name)
+        return self.g.affine([self.vals[node.input[0]]], avg_pool_affine(W, div), shape=(1, shape[0], *out),
+                             name=name, conv=rec)
 
     def op_MaxPool(self, node, a):
         if a.get("storage_order", 0):
@@ -935,10 +940,13 @@ class _OnnxLoader:
         shape = self.sample_shape(node.input[0], node.op_type)
         W, cnt = adaptive_windows(shape, (1,) * (len(shape) - 1))
         out = (1, shape[0]) + (1,) * (len(shape) - 1)
+        nd = len(shape) - 1
+        rec = pool_record(f"{kind}_pool", pool_geometry(shape, shape[1:], shape[1:], (1,) * nd, (0,) * nd,
+                                                        (0,) * nd, (1,) * nd))
         name = node.name or node.output[0]
         if kind == "max":
-            return self.g.max(self.vals[node.input[0]], max_pool_groups(W), shape=out, name=name)
-        return self.g.affine([self.vals[node.input[0]]], avg_pool_affine(W, cnt), shape=out, name=name)
+            return self.g.max(self.vals[node.input[0]], max_pool_groups(W), shape=out, name=name, conv=rec)
+        return self.g.affine([self.vals[node.input[0]]], avg_pool_affine(W, cnt), shape=out, name=name, conv=rec)
 
     def op_GlobalAveragePool(self, node, a):
         return self.global_pool(node, "avg")

@@ -37,7 +37,8 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from .ir import Act, Add, Affine, Graph, Input, Max, Node, apply_activation
+from .activations import apply_activation
+from .ir import Act, Add, Affine, Graph, Input, Max, Node
 
 __all__ = ["Layer", "Chain", "expand_max", "relu_only", "fuse_affine", "lower", "prune", "rebuild",
            "piecewise_linear", "clip"]

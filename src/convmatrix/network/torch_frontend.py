@@ -24,29 +24,19 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
+from ..core.geometry import conv_transpose_output_size
+from .activations import ACTIVATIONS as ACTIVATION_TABLE
+from .activations import FUNCTIONAL
 from .ir import Graph
-from .layers import (adaptive_windows, avg_pool_affine, channel_affine, codes, conv_affine, gather_matrix,
-                     linear_affine, max_pool_groups, pool_windows)
+from .layers import (adaptive_windows, avg_pool_affine, batch_norm_affine, channel_affine, codes, conv_record,
+                     gather_matrix, linear_affine, max_pool_groups, pad_record, pool_geometry, pool_record,
+                     pool_windows, record_affine)
 
-__all__ = ["from_torch"]
+__all__ = ["from_torch", "check_input_shape"]
 
-# torch.nn activation modules kept as they are: class name -> constructor keywords to copy.
-ACTIVATIONS = {
-    "ReLU": (), "LeakyReLU": ("negative_slope",), "ELU": ("alpha",), "CELU": ("alpha",), "SELU": (),
-    "GELU": ("approximate",), "Sigmoid": (), "Tanh": (), "Softplus": ("beta", "threshold"), "SiLU": (),
-    "Mish": (), "Hardtanh": ("min_val", "max_val"), "ReLU6": (), "Hardsigmoid": (), "Hardswish": (),
-    "LogSigmoid": (), "Softsign": (), "Tanhshrink": (), "Softshrink": ("lambd",), "Hardshrink": ("lambd",),
-}
-# Functional forms: function or method name -> (module class, positional names after the input).
-FUNCTIONAL_ACTS = {
-    "relu": ("ReLU", ()), "leaky_relu": ("LeakyReLU", ("negative_slope",)),
-    "elu": ("ELU", ("alpha",)), "celu": ("CELU", ("alpha",)), "selu": ("SELU", ()),
-    "gelu": ("GELU", ()), "sigmoid": ("Sigmoid", ()), "tanh": ("Tanh", ()),
-    "softplus": ("Softplus", ("beta", "threshold")), "silu": ("SiLU", ()), "mish": ("Mish", ()),
-    "hardtanh": ("Hardtanh", ("min_val", "max_val")), "relu6": ("ReLU6", ()),
-    "hardsigmoid": ("Hardsigmoid", ()), "hardswish": ("Hardswish", ()), "logsigmoid": ("LogSigmoid", ()),
-    "softsign": ("Softsign", ()), "tanhshrink": ("Tanhshrink", ()),
-}
+# torch.nn activation modules and their functional forms: the one table of .activations.
+ACTIVATIONS = {name: row.params for name, row in ACTIVATION_TABLE.items() if name != "PReLU"}
+FUNCTIONAL_ACTS = {fn: (row.name, row.params if row.positional else ()) for fn, row in FUNCTIONAL.items()}
 GATHER_MODULES = (
     "Flatten", "Unflatten", "Identity", "ZeroPad1d", "ZeroPad2d", "ZeroPad3d", "ConstantPad1d",
     "ConstantPad2d", "ConstantPad3d", "ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d",
@@ -72,15 +62,17 @@ def _tuple(v, nd):
 
 
 class _TorchLoader:
-    def __init__(self, model, input_shape, batch=2, seed=0):
+    def __init__(self, model, input_shape, batch=2, seed=0, eval_mode=False):
         import torch
         import torch.fx
 
         self.torch = torch
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.input_shape = _check_shape(input_shape)
+        self.input_shape = check_input_shape(input_shape)
         self.model = copy.deepcopy(model).cpu().double()
+        if eval_mode:  # a copy: the caller's model keeps its modes
+            self.model.eval()
         try:
             self.gm = torch.fx.symbolic_trace(self.model)
         except Exception as exc:  # fx raises many kinds; say which model and why, in one line
@@ -127,12 +119,15 @@ class _TorchLoader:
             if not (isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == self.batch):
                 raise ValueError(f"{self._where(node)} does not keep the batch axis first "
                                  f"(output {type(value).__name__} {tuple(getattr(value, 'shape', ()))})")
+            first = len(self.g.nodes)
             try:
                 self.ir[node] = self._convert(node, args, kwargs, traced, value)
             except ValueError as exc:
                 if str(exc).startswith(self._where(node)):
                     raise
                 raise ValueError(f"{self._where(node)}: {exc}") from None
+            for made in self.g.nodes[first:]:
+                made.origin = self._origin(node)
         raise ValueError("the traced model has no output")
 
     def _map(self, a):
@@ -159,6 +154,11 @@ class _TorchLoader:
             return f"module {node.target!r} ({type(mod).__name__})"
         what = getattr(node.target, "__name__", str(node.target))
         return f"node {node.name!r} ({node.op} {what})"
+
+    def _origin(self, node) -> str:
+        if node.op == "call_module":
+            return type(self.gm.get_submodule(node.target)).__name__
+        return str(getattr(node.target, "__name__", node.target)).strip("_")
 
     def _shape(self, n):
         return tuple(self.env[n].shape[1:])
@@ -207,19 +207,16 @@ class _TorchLoader:
         g, x, in_shape = self.g, self.ir[src], self._shape(src)
         nd = len(in_shape) - 1
         if cls in ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
-            if len(args) == 1 and not kwargs:
-                from .modules import from_module
+            from .modules import module_conv_kwargs
 
-                M, b = from_module(mod, in_shape)
-                return g.affine([x], M, b, shape=out_shape, name=name)
-            # ConvTranspose(x, output_size=...): the output padding the real output shows
-            base = [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
-                    zip(in_shape[1:], mod.stride, mod.padding, mod.dilation, mod.kernel_size)]
-            M, b, shape = conv_affine(mod.weight.detach(), None if mod.bias is None else mod.bias.detach(), in_shape,
-                                      stride=mod.stride, padding=mod.padding, dilation=mod.dilation,
-                                      groups=mod.groups, transposed=True,
-                                      output_padding=tuple(o - b for o, b in zip(out_shape[1:], base)))
-            return g.affine([x], M, b, shape=shape, name=name)
+            kw = module_conv_kwargs(mod)
+            if len(args) > 1 or kwargs:  # ConvTranspose(x, output_size=...): the output padding the output shows
+                base = [conv_transpose_output_size(n, k, s, d, p, 0) for n, s, p, d, k in
+                        zip(in_shape[1:], mod.stride, mod.padding, mod.dilation, mod.kernel_size)]
+                kw["output_padding"] = tuple(o - b for o, b in zip(out_shape[1:], base))
+            rec = conv_record(mod.weight.detach(), None if mod.bias is None else mod.bias.detach(), in_shape, **kw)
+            M, b = record_affine(rec)
+            return g.affine([x], M, b, shape=rec.geometry.output_shape, name=name, conv=rec)
         if cls == "Linear":
             M, b, shape = linear_affine(mod.weight.detach(), None if mod.bias is None else mod.bias.detach(), in_shape)
             return g.affine([x], M, b, shape=shape, name=name)
@@ -228,6 +225,8 @@ class _TorchLoader:
                 raise ValueError("batch norm must be in eval mode with running statistics (call model.eval())")
             return self._batch_norm(x, in_shape, mod.running_mean, mod.running_var, mod.weight, mod.bias,
                                     mod.eps, name)
+        if cls in GATHER_MODULES and cls.endswith(("Pad1d", "Pad2d", "Pad3d")):
+            return self._padding(mod, cls, node, src, in_shape, out_shape, name)
         if cls.startswith("Dropout") or cls.startswith("AlphaDropout") or cls.startswith("FeatureAlphaDropout"):
             if mod.training:
                 raise ValueError("dropout must be in eval mode (call model.eval())")
@@ -248,23 +247,30 @@ class _TorchLoader:
             return self._pool(mod, cls, x, in_shape, out_shape, nd, name)
         if cls.startswith(("AdaptiveAvgPool", "AdaptiveMaxPool")):
             W, cnt = adaptive_windows(in_shape, out_shape[1:])
+            rec = None
+            if not any(n % o for n, o in zip(in_shape[1:], out_shape[1:])):  # integer ratios: a pooling layer
+                k = tuple(n // o for n, o in zip(in_shape[1:], out_shape[1:]))
+                geom = pool_geometry(in_shape, k, k, (1,) * nd, (0,) * nd, (0,) * nd, out_shape[1:])
+                rec = pool_record("avg_pool" if cls.startswith("AdaptiveAvg") else "max_pool", geom)
             if cls.startswith("AdaptiveAvg"):
-                return g.affine([x], avg_pool_affine(W, cnt), shape=out_shape, name=name)
+                return g.affine([x], avg_pool_affine(W, cnt), shape=out_shape, name=name, conv=rec)
             if mod.return_indices:
                 raise ValueError("return_indices=True is not supported")
-            return g.max(x, max_pool_groups(W), shape=out_shape, name=name)
+            return g.max(x, max_pool_groups(W), shape=out_shape, name=name, conv=rec)
         raise ValueError("unsupported module")
 
     def _pool(self, mod, cls, x, in_shape, out_shape, nd, name):
         k = _tuple(mod.kernel_size, nd)
-        s = _tuple(mod.stride if mod.stride is not None else mod.kernel_size, nd)
+        s = _tuple(mod.stride if mod.stride is not None else mod.kernel_size, nd) or k
         p = _tuple(mod.padding, nd)
+        d = _tuple(getattr(mod, "dilation", 1), nd)
+        geom = pool_geometry(in_shape, k, s, d, p, p, out_shape[1:])
         if cls.startswith("MaxPool"):
             if mod.return_indices:
                 raise ValueError("return_indices=True is not supported")
-            W, _ = pool_windows(in_shape, k, s, _tuple(mod.dilation, nd), p, p, out_shape[1:])
-            return self.g.max(x, max_pool_groups(W), shape=out_shape, name=name)
-        W, cnt_padded = pool_windows(in_shape, k, s, (1,) * nd, p, p, out_shape[1:])
+            W, _ = pool_windows(in_shape, k, s, d, p, p, out_shape[1:])
+            return self.g.max(x, max_pool_groups(W), shape=out_shape, name=name, conv=pool_record("max_pool", geom))
+        W, cnt_padded = pool_windows(in_shape, k, s, d, p, p, out_shape[1:])
         divisor = getattr(mod, "divisor_override", None)
         if divisor:
             div = np.full(W.shape[0], float(divisor))
@@ -272,15 +278,27 @@ class _TorchLoader:
             div = cnt_padded
         else:
             div = np.diff(W.indptr).astype(np.float64)
-        return self.g.affine([x], avg_pool_affine(W, div), shape=out_shape, name=name)
+        return self.g.affine([x], avg_pool_affine(W, div), shape=out_shape, name=name,
+                             conv=pool_record("avg_pool", geom, divisor))
 
     def _batch_norm(self, x, in_shape, mean, var, weight, bias, eps, name):
-        mean, var = mean.detach().numpy(), var.detach().numpy()
-        w = np.ones_like(mean) if weight is None else weight.detach().numpy()
-        b = np.zeros_like(mean) if bias is None else bias.detach().numpy()
-        scale = w / np.sqrt(var + eps)
-        M, t = channel_affine(scale, b - mean * scale, in_shape)
+        M, t = channel_affine(*batch_norm_affine(mean, var, weight, bias, eps), in_shape)
         return self.g.affine([x], M, t, shape=in_shape, name=name)
+
+    def _padding(self, mod, cls, node, src, in_shape, out_shape, name):
+        """A padding layer: its gather, with its record (a 1x1 grouped convolution with that padding)."""
+        j = self._gather(node, [src], out_shape, name)
+        nd = len(in_shape) - 1
+        pads = tuple(mod.padding) if isinstance(mod.padding, (tuple, list)) else (mod.padding,) * (2 * nd)
+        lohi = [(pads[2 * (nd - 1 - ax)], pads[2 * (nd - 1 - ax) + 1]) for ax in range(nd)]  # last axis first
+        mode = next((m for key, m in (("Reflection", "reflect"), ("Replication", "replicate"),
+                                      ("Circular", "circular")) if cls.startswith(key)), "zeros")
+        if getattr(mod, "value", 0) == 0 and min(min(p) for p in lohi) >= 0:
+            try:
+                self.g.nodes[j].conv = pad_record(in_shape, lohi, mode)
+            except ValueError:  # no convolution pads this way (the gather is still exact)
+                pass
+        return j
 
     def _functional_affine(self, fname, node, args, kwargs, out_shape, name):
         src = node.args[0]
@@ -300,7 +318,9 @@ class _TorchLoader:
         else:
             opts = dict(zip(("weight", "bias", "stride", "padding", "dilation", "groups"), args[1:]), **kwargs)
             conv_kw = {k: opts[k] for k in ("stride", "padding", "dilation", "groups") if k in opts}
-            M, b, shape = conv_affine(opts["weight"], opts.get("bias"), in_shape, **conv_kw)
+            rec = conv_record(opts["weight"], opts.get("bias"), in_shape, **conv_kw)
+            M, b = record_affine(rec)
+            return self.g.affine([x], M, b, shape=rec.geometry.output_shape, name=name, conv=rec)
         return self.g.affine([x], M, b, shape=shape, name=name)
 
     # -- generic pieces --------------------------------------------------------------------
@@ -403,7 +423,7 @@ class _TorchLoader:
         return self.g.affine([self.ir[src]], M, shape=out_shape, name=name)
 
 
-def _check_shape(input_shape) -> tuple[int, ...]:
+def check_input_shape(input_shape) -> tuple[int, ...]:
     if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
         input_shape = (int(input_shape),)
     if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__"):
@@ -414,8 +434,11 @@ def _check_shape(input_shape) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
-def from_torch(model, input_shape, *, batch: int = 2, seed: int = 0) -> Graph:
+def from_torch(model, input_shape, *, batch: int = 2, seed: int = 0, eval_mode: bool = False) -> Graph:
     """The IR graph of a torch module for inputs of shape ``(N, *input_shape)``.
+
+    ``eval_mode=True`` reads a copy of the model in eval mode (batch norm with its
+    running statistics, no dropout); otherwise a module in training mode is refused.
 
     Example
     -------
@@ -425,6 +448,18 @@ def from_torch(model, input_shape, *, batch: int = 2, seed: int = 0) -> Graph:
     >>> [node.op for node in g.nodes], g.output_shape
     (['Input', 'Affine', 'Act', 'Affine'], (6,))
     """
-    graph = _TorchLoader(model, input_shape, batch, seed).run()
+    graph = _TorchLoader(_as_module(model), input_shape, batch, seed, eval_mode).run()
     graph.meta.update(source="torch", model=type(model).__name__)
     return graph
+
+
+def _as_module(model):
+    """A list of layers, or one ``torch.nn`` layer, as an ``nn.Sequential`` (so fx sees the layer itself)."""
+    import torch
+
+    if isinstance(model, (list, tuple)) and all(isinstance(m, torch.nn.Module) for m in model):
+        return torch.nn.Sequential(*model)
+    if (isinstance(model, torch.nn.Module) and type(model).__module__.startswith("torch.nn.modules")
+            and not isinstance(model, torch.nn.Sequential)):
+        return torch.nn.Sequential(model)
+    return model
