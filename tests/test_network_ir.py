@@ -163,7 +163,6 @@ def test_conv_pool_and_padding_nodes_keep_their_convolution():
     import torch.nn as nn
 
     from convmatrix.network import load
-    from convmatrix.network.layers import record_affine
 
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding="same", padding_mode="reflect"), nn.ReLU(),
                           nn.MaxPool2d(2, ceil_mode=True), nn.ReplicationPad2d((1, 0, 2, 1)),
@@ -177,7 +176,7 @@ def test_conv_pool_and_padding_nodes_keep_their_convolution():
             continue
         kinds[node.name] = rec.kind
         assert rec.geometry.output_shape == node.shape
-        M, b = record_affine(rec)
+        M, b = rec.matrix(), rec.neuron_bias()
         if rec.kind == "conv":
             np.testing.assert_allclose(M.toarray(), node.M.toarray(), rtol=1e-12)
             np.testing.assert_allclose(b, node.b, rtol=1e-12)

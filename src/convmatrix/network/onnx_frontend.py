@@ -27,8 +27,7 @@ import scipy.sparse as sp
 from ..core.geometry import conv_output_size, conv_transpose_output_size
 from .ir import Graph
 from .layers import (adaptive_windows, avg_pool_affine, batch_norm_affine, channel_affine, codes, conv_record,
-                     gather_matrix, linear_affine, max_pool_groups, pool_geometry, pool_record, pool_windows,
-                     record_affine)
+                     gather_matrix, linear_affine, max_pool_groups, pool_geometry, pool_record, pool_windows)
 
 __all__ = ["from_onnx", "read_onnx", "onnx_pads"]
 
@@ -295,9 +294,7 @@ class _OnnxLoader:
         lo, hi = self.pads(a, in_shape[1:], k, s, d)
         kw = dict(stride=s, dilation=d, groups=int(a.get("group", 1)))
         rec = conv_record(w, b, in_shape, pads=list(zip(lo, hi)), **kw)  # (lo, hi) pads: asymmetric too
-        M, bias = record_affine(rec)
-        return self.g.affine([self.vals[x]], M, bias, shape=(1,) + rec.geometry.output_shape,
-                             name=node.name or node.output[0], conv=rec)
+        return self.g.conv(self.vals[x], rec, shape=(1,) + rec.geometry.output_shape, name=node.name or node.output[0])
 
     def pads(self, a, spatial, k, s, d):
         return onnx_pads(a, spatial, k, s, d)
@@ -325,9 +322,7 @@ class _OnnxLoader:
             raise ValueError(f"ConvTranspose with asymmetric pads {lo} / {hi} is not supported")
         rec = conv_record(w, b, in_shape, stride=s, dilation=d, groups=int(a.get("group", 1)), padding=tuple(lo),
                           transposed=True, output_padding=tuple(op_))
-        M, bias = record_affine(rec)
-        return self.g.affine([self.vals[x]], M, bias, shape=(1,) + rec.geometry.output_shape,
-                             name=node.name or node.output[0], conv=rec)
+        return self.g.conv(self.vals[x], rec, shape=(1,) + rec.geometry.output_shape, name=node.name or node.output[0])
 
     def op_Gemm(self, node, a):
         if node.input[0] not in self.vals or a.get("transA", 0):

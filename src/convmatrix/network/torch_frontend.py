@@ -30,7 +30,7 @@ from .activations import FUNCTIONAL
 from .ir import Graph
 from .layers import (adaptive_windows, avg_pool_affine, batch_norm_affine, channel_affine, codes, conv_record,
                      gather_matrix, linear_affine, max_pool_groups, pad_record, pool_geometry, pool_record,
-                     pool_windows, record_affine)
+                     pool_windows)
 
 __all__ = ["from_torch", "check_input_shape"]
 
@@ -215,8 +215,7 @@ class _TorchLoader:
                         zip(in_shape[1:], mod.stride, mod.padding, mod.dilation, mod.kernel_size)]
                 kw["output_padding"] = tuple(o - b for o, b in zip(out_shape[1:], base))
             rec = conv_record(mod.weight.detach(), None if mod.bias is None else mod.bias.detach(), in_shape, **kw)
-            M, b = record_affine(rec)
-            return g.affine([x], M, b, shape=rec.geometry.output_shape, name=name, conv=rec)
+            return g.conv(x, rec, name=name)
         if cls == "Linear":
             M, b, shape = linear_affine(mod.weight.detach(), None if mod.bias is None else mod.bias.detach(), in_shape)
             return g.affine([x], M, b, shape=shape, name=name)
@@ -319,8 +318,7 @@ class _TorchLoader:
             opts = dict(zip(("weight", "bias", "stride", "padding", "dilation", "groups"), args[1:]), **kwargs)
             conv_kw = {k: opts[k] for k in ("stride", "padding", "dilation", "groups") if k in opts}
             rec = conv_record(opts["weight"], opts.get("bias"), in_shape, **conv_kw)
-            M, b = record_affine(rec)
-            return self.g.affine([x], M, b, shape=rec.geometry.output_shape, name=name, conv=rec)
+            return self.g.conv(x, rec, name=name)
         return self.g.affine([x], M, b, shape=shape, name=name)
 
     # -- generic pieces --------------------------------------------------------------------
