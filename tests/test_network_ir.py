@@ -186,3 +186,18 @@ def test_conv_pool_and_padding_nodes_keep_their_convolution():
         else:
             assert (abs(M) > 0).astype(int).toarray().tolist() == (abs(node.M) > 0).astype(int).toarray().tolist()
     assert kinds == {"0": "conv", "2": "max_pool", "3": "pad", "4": "avg_pool", "5": "conv", "6": "avg_pool"}
+
+
+def test_conv_matrix_is_built_on_first_use_and_refused_when_too_large():
+    import torch.nn as nn
+
+    from convmatrix.network import load
+    from convmatrix.network.layers import conv_record
+
+    g = load(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval(), (1, 5, 5))
+    node = g.nodes[1]
+    assert node.op == "Affine" and node.__dict__.get("M") is None  # not built by the reader
+    assert node.M.shape == (18, 25) and node.__dict__.get("M") is not None
+    rec = conv_record(np.ones((64, 64, 3, 3)), None, (64, 30000, 30000), padding=1)
+    with pytest.raises(ValueError, match="(?i)memory|bytes"):
+        rec.matrix()

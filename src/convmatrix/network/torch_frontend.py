@@ -4,7 +4,9 @@ The model is traced symbolically, then run node by node on a concrete float64
 batch, so every node's real output shape is known (shape arithmetic such as
 ``x.view(x.size(0), -1)`` just works). Each node touching the input becomes IR:
 
-- convolutions (1-3-D, transposed, every option) -> ``conv_matrix`` + bias per output neuron
+- convolutions (1-3-D, transposed, every option) -> an Affine node that keeps its ``ConvRecord``
+  (geometry, weight, bias) and builds its matrix on first use; pooling and padding layers keep
+  theirs too (a grouped convolution with a ones kernel, a 1x1 one with that padding)
 - Linear, BatchNorm (eval, folded), AvgPool/AdaptiveAvgPool, +, -, * and / by constants,
   mean/sum over non-batch axes -> Affine
 - MaxPool/AdaptiveMaxPool -> Max over windows (later a ReLU tree)
