@@ -163,7 +163,6 @@ def test_conv_pool_and_padding_nodes_keep_their_convolution():
     import torch.nn as nn
 
     from convmatrix.network import load
-    from convmatrix.network.layers import record_affine
 
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding="same", padding_mode="reflect"), nn.ReLU(),
                           nn.MaxPool2d(2, ceil_mode=True), nn.ReplicationPad2d((1, 0, 2, 1)),
@@ -177,7 +176,7 @@ def test_conv_pool_and_padding_nodes_keep_their_convolution():
             continue
         kinds[node.name] = rec.kind
         assert rec.geometry.output_shape == node.shape
-        M, b = record_affine(rec)
+        M, b = rec.matrix(), rec.neuron_bias()
         if rec.kind == "conv":
             np.testing.assert_allclose(M.toarray(), node.M.toarray(), rtol=1e-12)
             np.testing.assert_allclose(b, node.b, rtol=1e-12)
@@ -187,3 +186,18 @@ def test_conv_pool_and_padding_nodes_keep_their_convolution():
         else:
             assert (abs(M) > 0).astype(int).toarray().tolist() == (abs(node.M) > 0).astype(int).toarray().tolist()
     assert kinds == {"0": "conv", "2": "max_pool", "3": "pad", "4": "avg_pool", "5": "conv", "6": "avg_pool"}
+
+
+def test_conv_matrix_is_built_on_first_use_and_refused_when_too_large():
+    import torch.nn as nn
+
+    from convmatrix.network import load
+    from convmatrix.network.layers import conv_record
+
+    g = load(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval(), (1, 5, 5))
+    node = g.nodes[1]
+    assert node.op == "Affine" and node.__dict__.get("M") is None  # not built by the reader
+    assert node.M.shape == (18, 25) and node.__dict__.get("M") is not None
+    rec = conv_record(np.ones((64, 64, 3, 3)), None, (64, 30000, 30000), padding=1)
+    with pytest.raises(ValueError, match="(?i)memory|bytes"):
+        rec.matrix()

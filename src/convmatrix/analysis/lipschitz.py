@@ -163,18 +163,20 @@ def _conv_norm(rec, weight=None) -> float | None:
 
 
 def affine_norm(M, rec=None) -> float:
-    """``||M||`` of an Affine node's matrix (``rec``: its ``ConvRecord``): cheap for identities,
-    diagonals and selections, the conv's fast path for a convolution, exact always."""
+    """``||M||`` of an Affine node's matrix (``rec``: its ``ConvRecord``): the conv's fast path for a
+    convolution, cheap for identities, diagonals and selections, exact always. ``M`` may be a
+    callable that gives the matrix (it is not built for a convolution's fast path)."""
+    if rec is not None and rec.kind == "conv":
+        norm = _conv_norm(rec)
+        if norm is not None:
+            return norm
+    M = M() if callable(M) else M
     diag = _diagonal(M)
     if diag is not None:
         return float(np.max(np.abs(diag)))
     if M.nnz and np.all(np.diff(M.indptr) <= 1) and np.all(np.abs(M.data) == 1) \
             and np.unique(M.indices).size == M.nnz:
         return 1.0  # a selection: distinct unit entries, one per row at most
-    if rec is not None and rec.kind == "conv":
-        norm = _conv_norm(rec)
-        if norm is not None:
-            return norm
     return matrix_norm(M)
 
 
@@ -259,7 +261,7 @@ class _Walk:
 
     def affine(self, j):
         node = self.g.nodes[j]
-        factor = affine_norm(node.M, node.conv)
+        factor = affine_norm(lambda: node.M, node.conv)
         bound = factor * math.sqrt(sum(self.L[i] ** 2 for i in node.inputs))
         how = "exact"
         starts = np.cumsum([0] + [self.g.nodes[i].size for i in node.inputs])

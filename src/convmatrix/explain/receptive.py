@@ -239,11 +239,33 @@ def receptive_field(model, input_shape=None) -> ReceptiveField:
     return _field_walk(graph, shapes)
 
 
+def _pull_back_conv(rec, v: np.ndarray) -> np.ndarray:
+    """The input neurons read by the output neurons ``v`` of a convolution record, without its matrix.
+
+    Within one group every (output, input) channel pair has the same spatial pattern:
+    a group's input channels are read at the union of the columns of the output
+    positions marked in any of its output channels.
+    """
+    from ..core.pattern import tap_pattern
+
+    geom = rec.geometry
+    _, cols, ptr = tap_pattern(geom).spatial.fill(None)
+    hits = v.reshape(geom.groups, geom.out_per_group, -1).any(axis=1)  # (groups, output positions)
+    out = np.zeros((geom.groups, geom.in_per_group, prod(geom.input_size)), dtype=bool)
+    for g, marked in enumerate(hits):
+        rows = np.flatnonzero(marked)
+        starts, lens = ptr[rows], ptr[rows + 1] - ptr[rows]
+        entries = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        out[g][:, cols[entries]] = True
+    return out.ravel()
+
+
 def pull_back(graph, shapes, node: int, mask: np.ndarray) -> dict[int, np.ndarray]:
     """For every node, the neurons on a path to the neurons ``mask`` of node ``node`` (boolean masks).
 
-    Affine nodes pull back through the sparsity of their matrix, max pooling through
-    its windows, element-wise nodes and additions through the same neurons.
+    Convolutions, pooling and padding layers pull back through their tap pattern,
+    other affine nodes through the sparsity of their matrix, max pooling through its
+    windows, element-wise nodes and additions through the same neurons.
     """
     masks = {node: np.asarray(mask, dtype=bool).reshape(-1)}
     for j in range(node, 0, -1):
@@ -252,7 +274,9 @@ def pull_back(graph, shapes, node: int, mask: np.ndarray) -> dict[int, np.ndarra
             continue
         n = graph.nodes[j]
         rows = np.flatnonzero(v)
-        if n.op == "Affine":
+        if getattr(n, "conv", None) is not None:
+            reads = _pull_back_conv(n.conv, v)
+        elif n.op == "Affine":
             sub = n.M[rows]
             reads = np.zeros(n.M.shape[1], dtype=bool)
             reads[sub.indices] = True

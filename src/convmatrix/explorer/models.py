@@ -95,9 +95,7 @@ def _record_layer(stack: ModelStack, node, where: str) -> None:
         label = f"{where}: {_MAX_NOTE}"
     elif rec.kind == "avg_pool":
         label = f"{where}: average pooling, weight 1/{1 / float(rec.weight.flat[0]):.6g}"
-        from ..network.layers import record_affine
-
-        if abs(record_affine(rec)[0] - node.M).max() > 0:
+        if abs(rec.matrix() - node.M).max() > 0:
             label += _BORDER_NOTE
     elif rec.kind == "pad":
         label = f"{where}: padding layer, a 1x1 identity with that padding"

@@ -78,6 +78,18 @@ class ConvRecord:
     weight: np.ndarray
     bias: np.ndarray | None = None
 
+    def matrix(self) -> sp.csr_array:
+        """The convolution's matrix (refused, before allocating, when it would not fit in memory)."""
+        from ..core.matrix import build_csr, check_matrix_memory
+
+        check_matrix_memory(self.geometry, 8, "csr")
+        return build_csr(self.weight, self.geometry)
+
+    def neuron_bias(self) -> np.ndarray:
+        """The bias of every output neuron (zeros without one)."""
+        n = self.geometry.matrix_shape[0]
+        return np.zeros(n) if self.bias is None else np.repeat(self.bias, n // len(self.bias))
+
 
 @dataclass(eq=False)
 class Node:
@@ -110,6 +122,26 @@ class Affine(Node):
     M: sp.csr_array = None
     b: np.ndarray = None
     conv: ConvRecord | None = field(default=None, kw_only=True)
+
+
+class ConvAffine(Affine):
+    """An Affine node of a convolution whose matrix ``M`` is built on first use, from ``conv``.
+
+    Geometry questions (receptive fields, spectral norms, the explorer) never need
+    the matrix, so a large network's convolutions are not built for them.
+    """
+
+    op = "Affine"
+
+    @property
+    def M(self) -> sp.csr_array:
+        if self.__dict__.get("M") is None:
+            self.__dict__["M"] = self.conv.matrix()
+        return self.__dict__["M"]
+
+    @M.setter
+    def M(self, value) -> None:
+        self.__dict__["M"] = value
 
 
 @dataclass(eq=False)
@@ -174,6 +206,15 @@ class Graph:
         if prod(shape) != M.shape[0] or b.shape != (M.shape[0],):
             raise ValueError(f"node {name!r}: shape {shape}, matrix rows {M.shape[0]}, bias {b.shape} disagree")
         return self.append(Affine(inputs, shape, name, M, b, conv=conv))
+
+    def conv(self, x: int, rec: ConvRecord, *, shape=None, name: str = "") -> int:
+        """A convolution of node ``x`` from its record; its matrix is built when first used."""
+        geom = rec.geometry
+        if geom.matrix_shape[1] != self.nodes[x].size:
+            raise ValueError(f"node {name!r}: the convolution reads {geom.matrix_shape[1]} input neurons, "
+                             f"its input has {self.nodes[x].size}")
+        shape = geom.output_shape if shape is None else tuple(int(d) for d in shape)
+        return self.append(ConvAffine((x,), shape, name, None, rec.neuron_bias(), conv=rec))
 
     def act(self, x: int, kind: str, params: dict | None = None, *, name: str = "") -> int:
         return self.append(Act((x,), self.nodes[x].shape, name, kind, dict(params or {})))

@@ -38,13 +38,9 @@ def _f64(a) -> np.ndarray:
 
 
 def conv_affine(weight, bias, input_shape, **conv_kwargs):
-    """``(M, b, output_shape)`` of a convolution: ``M`` from conv_matrix, ``b`` the bias per output neuron."""
-    w = _f64(weight)
-    geom = conv_geometry(w.shape, tuple(input_shape), **conv_kwargs)
-    M = conv_matrix(w, tuple(input_shape), **conv_kwargs)
-    per_channel = prod(geom.output_shape[1:])
-    b = np.zeros(M.shape[0]) if bias is None else np.repeat(_f64(bias).reshape(-1), per_channel)
-    return M, b, tuple(geom.output_shape)
+    """``(M, b, output_shape)`` of a convolution: its record's matrix and the bias per output neuron."""
+    rec = conv_record(weight, bias, input_shape, **conv_kwargs)
+    return rec.matrix(), rec.neuron_bias(), tuple(rec.geometry.output_shape)
 
 
 def linear_affine(W, bias, input_shape):
@@ -149,14 +145,6 @@ def conv_record(weight, bias, input_shape, *, pads=None, **conv_kwargs) -> ConvR
     if pads is not None:
         geom = dataclasses.replace(geom, padding=tuple((int(lo), int(hi)) for lo, hi in pads))
     return ConvRecord("conv", geom, w, None if bias is None else _f64(bias).reshape(-1))
-
-
-def record_affine(rec: ConvRecord):
-    """``(M, b)`` of a record: its matrix and the bias per output neuron."""
-    M = build_csr(rec.weight, rec.geometry)
-    per = prod(rec.geometry.output_size)
-    b = np.zeros(M.shape[0]) if rec.bias is None else np.repeat(rec.bias, per)
-    return M, b
 
 
 def batch_norm_affine(mean, var, weight, bias, eps):

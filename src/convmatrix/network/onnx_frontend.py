@@ -31,7 +31,7 @@ from ..core.geometry import conv_output_size, conv_transpose_output_size
 from .ir import Affine, Graph, Max
 from .layers import (adaptive_windows, avg_pool_affine, batch_norm_affine, channel_affine, codes,
                      conv_record, gather_matrix, group_sum_matrix, is_affine_on, linear_affine, max_pool_groups,
-                     pool_geometry, pool_record, pool_windows, probe_affine, record_affine, reduce_groups)
+                     pool_geometry, pool_record, pool_windows, probe_affine, reduce_groups)
 from .passes import clip, piecewise_linear
 
 __all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "without_dropped", "supported_operators", "operators_markdown",
@@ -562,9 +562,7 @@ class _OnnxLoader:
         lo, hi = self.pads(a, in_shape[1:], k, s, d)
         kw = dict(stride=s, dilation=d, groups=int(a.get("group", 1)))
         rec = conv_record(w, b, in_shape, pads=list(zip(lo, hi)), **kw)  # (lo, hi) pads: asymmetric too
-        M, bias = record_affine(rec)
-        return self.g.affine([self.vals[x]], M, bias, shape=(1,) + rec.geometry.output_shape,
-                             name=node.name or node.output[0], conv=rec)
+        return self.g.conv(self.vals[x], rec, shape=(1,) + rec.geometry.output_shape, name=node.name or node.output[0])
 
     def pads(self, a, spatial, k, s, d):
         return onnx_pads(a, spatial, k, s, d)
@@ -593,11 +591,9 @@ class _OnnxLoader:
         sym = lo == hi and min(lo, default=0) >= 0
         rec = conv_record(w, b, in_shape, stride=s, dilation=d, groups=int(a.get("group", 1)),
                           padding=tuple(lo) if sym else 0, transposed=True, output_padding=tuple(op_))
-        M, bias = record_affine(rec)
         out = rec.geometry.output_shape
         name = node.name or node.output[0]
-        y = self.g.affine([self.vals[x]], M, bias, shape=(1,) + out, name=name if sym else f"{name} (unpadded)",
-                          conv=rec)
+        y = self.g.conv(self.vals[x], rec, shape=(1,) + out, name=name if sym else f"{name} (unpadded)")
         if sym:
             return y
         return self.crop(y, out, lo, hi, name)  # asymmetric pads (SAME_*, output_shape): crop the full output

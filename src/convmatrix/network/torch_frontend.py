@@ -4,7 +4,9 @@ The model is traced symbolically, then run node by node on a concrete float64
 batch, so every node's real output shape is known (shape arithmetic such as
 ``x.view(x.size(0), -1)`` just works). Each node touching the input becomes IR:
 
-- convolutions (1-3-D, transposed, every option) -> ``conv_matrix`` + bias per output neuron
+- convolutions (1-3-D, transposed, every option) -> an Affine node that keeps its ``ConvRecord``
+  (geometry, weight, bias) and builds its matrix on first use; pooling and padding layers keep
+  theirs too (a grouped convolution with a ones kernel, a 1x1 one with that padding)
 - Linear, BatchNorm (eval, folded), AvgPool/AdaptiveAvgPool, +, -, * and / by constants,
   mean/sum over non-batch axes -> Affine
 - MaxPool/AdaptiveMaxPool -> Max over windows (later a ReLU tree)
@@ -30,7 +32,7 @@ from .activations import FUNCTIONAL
 from .ir import Graph
 from .layers import (adaptive_windows, avg_pool_affine, batch_norm_affine, channel_affine, codes, conv_record,
                      gather_matrix, linear_affine, max_pool_groups, pad_record, pool_geometry, pool_record,
-                     pool_windows, record_affine)
+                     pool_windows)
 
 __all__ = ["from_torch", "check_input_shape"]
 
@@ -215,8 +217,7 @@ class _TorchLoader:
                         zip(in_shape[1:], mod.stride, mod.padding, mod.dilation, mod.kernel_size)]
                 kw["output_padding"] = tuple(o - b for o, b in zip(out_shape[1:], base))
             rec = conv_record(mod.weight.detach(), None if mod.bias is None else mod.bias.detach(), in_shape, **kw)
-            M, b = record_affine(rec)
-            return g.affine([x], M, b, shape=rec.geometry.output_shape, name=name, conv=rec)
+            return g.conv(x, rec, name=name)
         if cls == "Linear":
             M, b, shape = linear_affine(mod.weight.detach(), None if mod.bias is None else mod.bias.detach(), in_shape)
             return g.affine([x], M, b, shape=shape, name=name)
@@ -319,8 +320,7 @@ class _TorchLoader:
             opts = dict(zip(("weight", "bias", "stride", "padding", "dilation", "groups"), args[1:]), **kwargs)
             conv_kw = {k: opts[k] for k in ("stride", "padding", "dilation", "groups") if k in opts}
             rec = conv_record(opts["weight"], opts.get("bias"), in_shape, **conv_kw)
-            M, b = record_affine(rec)
-            return self.g.affine([x], M, b, shape=rec.geometry.output_shape, name=name, conv=rec)
+            return self.g.conv(x, rec, name=name)
         return self.g.affine([x], M, b, shape=shape, name=name)
 
     # -- generic pieces --------------------------------------------------------------------
