@@ -1,0 +1,288 @@
+"""The conversion pipeline: an ONNX CNN -> the exactly equivalent fully connected network, written and checked.
+
+:func:`convert` reads the model (:func:`~convmatrix.network.onnx_frontend.from_onnx`),
+rewrites max pooling and the ReLU family as ReLU trees, lowers the graph to one chain
+(:mod:`.passes`), writes the chain next to the target, runs the original (onnxruntime)
+and the written file on random inputs and only then moves the file into place: a
+failed check leaves nothing behind. It returns a :class:`ConvertReport`; the
+``convmatrix convert`` command prints it.
+
+Example
+-------
+>>> import os, tempfile, warnings, torch
+>>> from convmatrix.network.convert import convert
+>>> d = tempfile.mkdtemp()
+>>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+...                           torch.nn.Linear(8, 3)).eval()
+>>> with warnings.catch_warnings():
+...     warnings.simplefilter("ignore")
+...     torch.onnx.export(net, (torch.randn(1, 1, 4, 4),), os.path.join(d, "cnn.onnx"), dynamo=False)
+>>> report = convert(os.path.join(d, "cnn.onnx"), os.path.join(d, "fc.onnx"), check=5)
+>>> [row[2] for row in report.chain.table()], report.max_rel < 1e-5
+([8, 3], True)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._progress import progress_bar
+from ..core.geometry import format_bytes
+from . import export
+from .check import ConversionError, compare
+from .passes import Chain
+
+__all__ = ["ConvertReport", "convert", "output_format", "random_inputs", "run_onnx"]
+
+DEFAULT_MAX_BYTES = 2 * 10**9
+
+
+@dataclass
+class ConvertReport:
+    """What :func:`convert` did: the chain it wrote, its size, and how far it is from the original.
+
+    ``max_abs`` / ``max_rel`` are the largest absolute difference between the original's
+    and the written file's outputs on ``checked`` random inputs, and the same relative
+    to the largest output (0 when ``checked`` is 0).
+    """
+
+    source: str
+    output: str
+    format: str
+    chain: Chain
+    checked: int = 0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+
+    @property
+    def dense_bytes(self) -> int:
+        """Bytes of the written chain's weights and biases stored densely (float32)."""
+        return export.dense_bytes(self.chain)
+
+    def table(self) -> str:
+        """The layer table: activation, inputs, neurons, stored entries and dense bytes per layer."""
+        rows = self.chain.table()
+        head = f"{'layer':>5}  {'activation':<14} {'inputs':>10} {'neurons':>10} {'stored entries':>15} {'dense bytes':>12}"
+        lines = [head, "-" * len(head)]
+        for i, (act, n_in, n_out, nnz, dense) in enumerate(rows, 1):
+            lines.append(f"{i:>5}  {act:<14} {n_in:>10,} {n_out:>10,} {nnz:>15,} {format_bytes(dense):>12}")
+        lines.append("-" * len(head))
+        lines.append(f"{'total':>5}  {'':<14} {rows[0][1]:>10,} {sum(r[2] for r in rows):>10,} "
+                     f"{sum(r[3] for r in rows):>15,} {format_bytes(sum(r[4] for r in rows)):>12}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        meta = self.chain.meta
+        lines = [f"{self.source} -> {self.output} ({self.format})", self.table(),
+                 f"input {meta['input_name']!r} {meta['input_dims']}, output "
+                 f"{meta['output_name']!r} {meta['output_dims']}"]
+        if self.checked:
+            lines.append(f"check on {self.checked} random inputs (onnxruntime on {os.path.basename(self.source)} "
+                         f"vs the written {self.format}): max abs difference {self.max_abs:.3g}, max rel "
+                         f"difference {self.max_rel:.3g} (of the largest output)")
+        return "\n".join(lines)
+
+
+def output_format(path, format: str | None = None) -> str:
+    """``format`` if given (one of :data:`~convmatrix.network.export.FORMATS`), else from ``path``'s
+    extension (``.pt``/``.pth``, ``.nnet``, ``.npz``; anything else: ``onnx``).
+
+    >>> output_format("fc.nnet"), output_format("fc.bin"), output_format("fc.bin", "npz")
+    ('nnet', 'onnx', 'npz')
+    """
+    if format is not None:
+        if format not in export.FORMATS:
+            raise ValueError(f"format must be one of {export.FORMATS}, got {format!r}")
+        return format
+    ext = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    return {"pth": "pt", "pt": "pt", "nnet": "nnet", "npz": "npz"}.get(ext, "onnx")
+
+
+def convert(source, output, *, format: str | None = None, check: int = 10, seed: int = 0,
+            max_bytes: int | None = None, progress: bool | None = None, **read_options) -> ConvertReport:
+    """Convert the ONNX model ``source`` into a fully connected network written to ``output``.
+
+    Parameters
+    ----------
+    source, output : str or os.PathLike
+        The ONNX model to read and the file to write (its folder must exist).
+    format : {"onnx", "pt", "nnet", "npz"}, optional
+        Default: from ``output``'s extension (:func:`output_format`). ``onnx`` and ``nnet``
+        hold plain Gemm/Relu chains; ``pt`` and ``npz`` hold any chain.
+    check : int
+        Number of random inputs on which the original (onnxruntime) and the written file
+        are compared before the file is moved into place; 0 skips the check.
+    seed : int
+        Seed of the check inputs.
+    max_bytes : int, optional
+        Refuse (ValueError, before writing) an output larger than this: dense float32
+        bytes for onnx/pt, about 6x that for NNet text, CSR bytes for npz. Default 2 GB.
+    progress : bool, optional
+        Progress bars on stderr (default: only on a terminal).
+    **read_options
+        Passed to :func:`~convmatrix.network.onnx_frontend.from_onnx`.
+
+    Raises ValueError for bad arguments and unreadable or unsupported models, and
+    :class:`~convmatrix.network.check.ConversionError` when the check fails (nothing is
+    written then).
+    """
+    fmt = output_format(output, format)
+    if isinstance(check, bool) or not isinstance(check, (int, np.integer)):
+        raise TypeError(f"check must be an int (the number of random inputs), got {type(check).__name__}")
+    if check < 0:
+        raise ValueError(f"check must be >= 0, got {check}")
+    out_dir = os.path.dirname(os.path.abspath(os.fspath(output)))
+    if not os.path.isdir(out_dir):
+        raise ValueError(f"{output}: the folder {out_dir} does not exist")
+    chain = lower_for(source, fmt, progress=progress, **read_options)
+    check_size(chain, fmt, DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+    report = ConvertReport(os.fspath(source), os.fspath(output), fmt, chain)
+    write_checked(report, out_dir, check, seed, progress)
+    return report
+
+
+def lower_for(source, fmt: str, *, progress: bool | None = None, **read_options) -> Chain:
+    """The model as the chain a ``fmt`` file holds (ReLU only for onnx and nnet)."""
+    from .onnx_frontend import from_onnx
+    from .passes import expand_max, lower, relu_only
+
+    graph = expand_max(from_onnx(source, **read_options))
+    if fmt in ("onnx", "nnet"):
+        graph = relu_only(graph)
+    with progress_bar(len(graph.nodes), "lowering", show=progress) as bar:
+        chain = lower(graph, progress=bar)
+    if fmt in ("onnx", "nnet"):
+        export.check_relu_chain(chain, "ONNX" if fmt == "onnx" else "NNet")
+    return chain
+
+
+def output_bytes(chain: Chain, fmt: str) -> int:
+    """About how many bytes a ``fmt`` file of ``chain`` takes."""
+    if fmt == "npz":
+        return export.sparse_bytes(chain)
+    return export.dense_bytes(chain) * (6 if fmt == "nnet" else 1)  # NNet: ~24 characters per entry
+
+
+def check_size(chain: Chain, fmt: str, max_bytes: int) -> None:
+    """Refuse an output larger than ``max_bytes``, with the estimate and what to pass instead."""
+    size = output_bytes(chain, fmt)
+    if size > max_bytes:
+        neurons = sum(r[2] for r in chain.table())
+        raise ValueError(f"the {fmt} output would take about {format_bytes(size)} ({len(chain.layers)} layers, "
+                         f"{neurons:,} neurons), more than --max-bytes {format_bytes(max_bytes)}; pass --max-bytes "
+                         f"{format_bytes(size * 1.1).replace(' ', '')} to write it anyway"
+                         + ("" if fmt == "npz" else ", or --format npz for sparse layers"))
+
+
+def write_checked(report: ConvertReport, out_dir: str, check: int, seed: int, progress: bool | None) -> None:
+    """Write ``report.chain`` next to the target, check it, then move it into place (nothing on failure)."""
+    fmt, chain = report.format, report.chain
+    fd, tmp = tempfile.mkstemp(suffix="." + fmt, dir=out_dir)
+    os.close(fd)
+    data = os.path.join(out_dir, os.path.basename(report.output) + ".data")
+    try:
+        with progress_bar(len(chain.layers) + 1, "writing", show=progress) as bar:
+            write(chain, fmt, tmp, data_name=os.path.basename(data), progress=bar)
+        if check:
+            report.checked, report.max_abs, report.max_rel = check_written(report.source, fmt, tmp, chain.meta,
+                                                                           check, seed)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it the usual permissions
+        os.replace(tmp, report.output)
+    except BaseException:
+        if fmt == "onnx" and os.path.exists(data):
+            os.remove(data)  # weights of a big model that failed its check
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write(chain: Chain, fmt: str, path, *, data_name: str | None = None, progress=None) -> None:
+    """``chain`` as a ``fmt`` file at ``path`` (ONNX: weights over protobuf's limit in ``data_name``)."""
+    if fmt == "onnx":
+        export.write_onnx(chain, path, progress=progress, data_name=data_name,
+                          dtype=np.float64 if chain.meta.get("float64") else np.float32)
+    elif fmt == "pt":
+        export.write_pt(chain, path)
+    elif fmt == "nnet":
+        export.write_nnet(chain, path, progress=progress)
+    else:
+        export.write_npz(chain, path)
+
+
+def check_written(source, fmt: str, path, meta: dict, n: int, seed: int) -> tuple[int, float, float]:
+    """``(inputs, max_abs, max_rel)`` of the original against the written file on ``n`` random inputs.
+
+    Raises :class:`~convmatrix.network.check.ConversionError` beyond 1e-3 of the largest output.
+    """
+    xs = random_inputs(meta, n, seed)
+    ref = run_onnx(source, xs, meta["input_name"])
+    got = evaluate_written(fmt, path, xs, meta["input_name"])
+    max_abs, max_rel = compare(ref, got)
+    scale = max(1.0, float(np.abs(ref).max()))
+    if not np.isfinite(max_abs) or max_abs > 1e-3 * scale:
+        raise ConversionError(f"check failed: max abs difference {max_abs:.3g} "
+                              f"(largest output {scale:.3g}); nothing written")
+    return len(ref), max_abs, max_rel
+
+
+def random_inputs(meta: dict, n: int, seed: int) -> list[np.ndarray]:
+    """Batches of standard normal inputs, ``n`` samples in all (a fixed batch may round up), shaped as the
+    original's input takes them (batch axis as it has it)."""
+    rng = np.random.default_rng(seed)
+    dims = meta["input_dims"]
+    dtype = np.float64 if meta.get("float64") else np.float32
+    if meta["batched"]:
+        rest = [int(d) for d in dims[1:]]
+        batch = n if meta["dynamic_batch"] else int(dims[0])
+        runs = 1 if meta["dynamic_batch"] else max(1, -(-n // batch))
+        return [rng.standard_normal((batch, *rest)).astype(dtype) for _ in range(runs)]
+    return [rng.standard_normal([int(d) for d in dims]).astype(dtype) for _ in range(max(1, n))]
+
+
+def run_onnx(path, xs: list[np.ndarray], input_name: str) -> np.ndarray:
+    """onnxruntime's outputs for the batches ``xs``, one row per sample (float64)."""
+    from .._optional import require
+
+    ort = require("onnxruntime", extra="onnx", feature="convert")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of big weights
+    sess = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
+    outs = []
+    for x in xs:
+        y = np.asarray(sess.run(None, {input_name: x})[0], dtype=np.float64)
+        outs.append(y.reshape(len(x), -1) if x.ndim > 1 else y.reshape(1, -1))
+    return np.concatenate(outs)
+
+
+def evaluate_written(fmt: str, path, xs: list[np.ndarray], input_name: str) -> np.ndarray:
+    """The written file's outputs for the check inputs, read back from the file itself."""
+    if fmt == "onnx":
+        return run_onnx(path, xs, input_name)
+    flat = [x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(1, -1) for x in xs]
+    if fmt == "pt":
+        import torch
+
+        mlp = export.read_pt(path)
+        with torch.no_grad():
+            return np.concatenate([mlp(torch.from_numpy(f)).reshape(len(f), -1).double().numpy() for f in flat])
+    if fmt == "npz":
+        chain = export.read_npz(path)
+        return np.concatenate([chain.evaluate(f.astype(np.float64)) for f in flat])
+    layers = export.read_nnet(path)
+    outs = []
+    for z in flat:
+        z = z.astype(np.float64)
+        for k, (W, b) in enumerate(layers):
+            z = z @ W.T + b
+            if k < len(layers) - 1:
+                z = np.maximum(z, 0)
+        outs.append(z)
+    return np.concatenate(outs)
