@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,10 +187,11 @@ def write_checked(report: ConvertReport, out_dir: str, check: int, seed: int, pr
     data = os.path.join(out_dir, os.path.basename(report.output) + ".data")
     try:
         with progress_bar(len(chain.layers) + 1, "writing", show=progress) as bar:
-            write(chain, fmt, tmp, data_name=os.path.basename(data), progress=bar)
+            places = write(chain, fmt, tmp, data_name=os.path.basename(data), progress=bar)
         if check:
-            report.checked, report.max_abs, report.max_rel = check_written(report.source, fmt, tmp, chain.meta,
-                                                                           check, seed)
+            with written_view(chain, fmt, tmp, places) as readable:
+                report.checked, report.max_abs, report.max_rel = check_written(report.source, fmt, readable,
+                                                                               chain.meta, check, seed)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it the usual permissions
@@ -203,17 +205,42 @@ def write_checked(report: ConvertReport, out_dir: str, check: int, seed: int, pr
             os.remove(tmp)
 
 
-def write(chain: Chain, fmt: str, path, *, data_name: str | None = None, progress=None) -> None:
-    """``chain`` as a ``fmt`` file at ``path`` (ONNX: weights over protobuf's limit in ``data_name``)."""
+def onnx_dtype(chain: Chain) -> type:
+    """float64 for a model of doubles, else float32."""
+    return np.float64 if chain.meta.get("float64") else np.float32
+
+
+def write(chain: Chain, fmt: str, path, *, data_name: str | None = None, progress=None):
+    """``chain`` as a ``fmt`` file at ``path`` (ONNX: weights over protobuf's limit in ``data_name``).
+
+    Returns, for ONNX, where the weights lie (:func:`~convmatrix.network.export.write_onnx`).
+    """
     if fmt == "onnx":
-        export.write_onnx(chain, path, progress=progress, data_name=data_name,
-                          dtype=np.float64 if chain.meta.get("float64") else np.float32)
-    elif fmt == "pt":
+        return export.write_onnx(chain, path, progress=progress, data_name=data_name, dtype=onnx_dtype(chain))
+    if fmt == "pt":
         export.write_pt(chain, path)
     elif fmt == "nnet":
         export.write_nnet(chain, path, progress=progress)
     else:
         export.write_npz(chain, path)
+    return None
+
+
+@contextmanager
+def written_view(chain: Chain, fmt: str, path: str, places):
+    """The path to evaluate a written file by: for ONNX a model beside it that refers to the
+    written weights where they lie (:func:`~convmatrix.network.export.onnx_view`), so
+    onnxruntime maps the file's bytes instead of parsing a copy of them; else ``path``."""
+    if fmt != "onnx":
+        yield path
+        return
+    fd, view = tempfile.mkstemp(suffix=".view.onnx", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(export.onnx_view(chain, places, dtype=onnx_dtype(chain)).SerializeToString())
+        yield view
+    finally:
+        os.remove(view)
 
 
 def check_written(source, fmt: str, path, meta: dict, n: int, seed: int) -> tuple[int, float, float]:
