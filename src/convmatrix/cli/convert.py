@@ -50,13 +50,16 @@ def register(subparsers) -> None:
     p.add_argument("--max-bytes", type=byte_size, default=None, metavar="SIZE",
                    help="refuse outputs larger than SIZE (default 2GB dense; npz: 2GB sparse)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs")
+    p.add_argument("--no-simplify", dest="simplify", action="store_false",
+                   help="write the chain as lowered, not the smallest exactly equivalent one found")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=run)
 
 
 def convert_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`convmatrix.network.convert.convert` from the parsed options."""
-    return dict(format=args.format, check=args.check, seed=args.seed, max_bytes=args.max_bytes)
+    return dict(format=args.format, check=args.check, seed=args.seed, max_bytes=args.max_bytes,
+                simplify=args.simplify)
 
 
 def run(args) -> int:

@@ -2,7 +2,8 @@
 
 :func:`convert` reads the model (:func:`~convmatrix.network.onnx_frontend.from_onnx`),
 rewrites max pooling and the ReLU family as ReLU trees, lowers the graph to one chain
-(:mod:`.passes`), writes the chain next to the target, runs the original (onnxruntime)
+(:mod:`.passes`), makes the chain smaller where an exactly equivalent one has fewer
+dense bytes (:mod:`.simplify`), writes the chain next to the target, runs the original (onnxruntime)
 and the written file on random inputs and only then moves the file into place: a
 failed check leaves nothing behind. It returns a :class:`ConvertReport`; the
 ``convmatrix convert`` command prints it.
@@ -46,7 +47,8 @@ DEFAULT_MAX_BYTES = 2 * 10**9
 class ConvertReport:
     """What :func:`convert` did: the chain it wrote, its size, and how far it is from the original.
 
-    ``max_abs`` / ``max_rel`` are the largest absolute difference between the original's
+    ``dense_bytes_before`` is the chain's size before :func:`~convmatrix.network.simplify.simplify`
+    made it smaller (equal to :attr:`dense_bytes` when it found nothing). ``max_abs`` / ``max_rel`` are the largest absolute difference between the original's
     and the written file's outputs on ``checked`` random inputs, and the same relative
     to the largest output (0 when ``checked`` is 0).
     """
@@ -55,6 +57,7 @@ class ConvertReport:
     output: str
     format: str
     chain: Chain
+    dense_bytes_before: int = 0
     checked: int = 0
     max_abs: float = 0.0
     max_rel: float = 0.0
@@ -78,8 +81,11 @@ class ConvertReport:
 
     def __str__(self) -> str:
         meta = self.chain.meta
-        lines = [f"{self.source} -> {self.output} ({self.format})", self.table(),
-                 f"input {meta['input_name']!r} {meta['input_dims']}, output "
+        lines = [f"{self.source} -> {self.output} ({self.format})", self.table()]
+        if self.dense_bytes_before > self.dense_bytes:
+            lines.append(f"simplified from {format_bytes(self.dense_bytes_before)} dense "
+                         f"({self.dense_bytes / self.dense_bytes_before:.0%} of it)")
+        lines += [f"input {meta['input_name']!r} {meta['input_dims']}, output "
                  f"{meta['output_name']!r} {meta['output_dims']}"]
         if self.checked:
             lines.append(f"check on {self.checked} random inputs (onnxruntime on {os.path.basename(self.source)} "
@@ -104,7 +110,8 @@ def output_format(path, format: str | None = None) -> str:
 
 
 def convert(source, output, *, format: str | None = None, check: int = 10, seed: int = 0,
-            max_bytes: int | None = None, progress: bool | None = None, **read_options) -> ConvertReport:
+            max_bytes: int | None = None, simplify: bool = True, progress: bool | None = None,
+            **read_options) -> ConvertReport:
     """Convert the ONNX model ``source`` into a fully connected network written to ``output``.
 
     Parameters
@@ -122,6 +129,9 @@ def convert(source, output, *, format: str | None = None, check: int = 10, seed:
     max_bytes : int, optional
         Refuse (ValueError, before writing) an output larger than this: dense float32
         bytes for onnx/pt, about 6x that for NNet text, CSR bytes for npz. Default 2 GB.
+    simplify : bool
+        Write the smallest exactly equivalent chain :func:`~convmatrix.network.simplify.simplify`
+        finds (default) instead of the chain as lowered.
     progress : bool, optional
         Progress bars on stderr (default: only on a terminal).
     **read_options
@@ -140,8 +150,13 @@ def convert(source, output, *, format: str | None = None, check: int = 10, seed:
     if not os.path.isdir(out_dir):
         raise ValueError(f"{output}: the folder {out_dir} does not exist")
     chain = lower_for(source, fmt, progress=progress, **read_options)
+    before = export.dense_bytes(chain)
+    if simplify:
+        from .simplify import simplify as smaller
+
+        chain = smaller(chain)
     check_size(chain, fmt, DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
-    report = ConvertReport(os.fspath(source), os.fspath(output), fmt, chain)
+    report = ConvertReport(os.fspath(source), os.fspath(output), fmt, chain, before)
     write_checked(report, out_dir, check, seed, progress)
     return report
 
