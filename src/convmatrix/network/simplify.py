@@ -196,7 +196,8 @@ def carry_sources(layers: list[Layer]) -> bool:
         if not len(values):
             continue
         src = np.unique(layer.M[values].indices)
-        if len(src) * (1 if nonneg else 2) >= rows.sum():
+        width = len(src) * (1 if nonneg else 2)
+        if width >= rows.sum() or width + (~rows).sum() == 0:  # not smaller, or a layer of no neurons
             continue
         K = sp.csc_array(nxt.M)[:, values]  # how the next layer reads the values
         KL = sp.csr_array(K @ sp.csc_array(layer.M[values])[:, src])
