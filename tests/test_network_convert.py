@@ -79,11 +79,9 @@ def relu_chains(draw):
     for k in range(n_layers - 1):  # pair columns: the next layer reads relu(v) - relu(-v)
         M, b, kind = layers[k]
         nxt = layers[k + 1][0]
-        n_pairs = 0
         for r in range(M.shape[0] - 1):
             if np.array_equal(M[r + 1], -M[r]) and b[r + 1] == -b[r] and M[r].any() and draw(st.integers(0, 3)):
                 nxt[:, r + 1] = -nxt[:, r]
-                n_pairs += 1
         if draw(st.booleans()):
             nxt[:, 0] = 0  # an unread neuron
     chain_layers = [Layer(sp.csr_array(M), b, kind) for M, b, kind in layers]
@@ -227,3 +225,22 @@ def test_no_simplify_writes_the_lowered_chain(lenet, tmp_path):
     report = pipeline.convert(lenet, tmp_path / "fc.onnx", simplify=False, check=2)
     assert report.dense_bytes == report.dense_bytes_before == export.dense_bytes(lower(relu_only(load(lenet))))
     assert "simplified" not in str(report)
+
+
+@pytest.mark.parametrize("pool, stride", [(4, 4), (3, 2), (4, 2)])
+def test_every_pool_split_exact_under_onnxruntime(tmp_path, pool, stride):
+    """max over k ReLU outputs = max over k/inner of relu(max over inner), for every split offered."""
+    from convmatrix.network.simplify import pool_splits, split_pools
+
+    torch.manual_seed(pool + stride)
+    model = nn.Sequential(nn.Conv2d(2, 3, 2), nn.ReLU(), nn.MaxPool2d(pool, stride), nn.Flatten())
+    src = export_onnx(model, (2, 11, 11), tmp_path / "pool.onnx")
+    graph = load(src)
+    splits = pool_splits(graph)
+    assert splits == [d for d in range(2, pool * pool) if (pool * pool) % d == 0]
+    x = np.random.default_rng(0).standard_normal((1, 2, 11, 11)).astype(np.float32)
+    want = ort_run(src, x).reshape(1, -1)
+    for inner in splits:
+        chain = simplify(lower(relu_only(split_pools(graph, inner))))
+        assert chain.kinds == ["ReLU"]
+        np.testing.assert_allclose(chain.evaluate(x.reshape(1, -1).astype(np.float64)), want, rtol=1e-6, atol=1e-6)

@@ -149,31 +149,45 @@ def convert(source, output, *, format: str | None = None, check: int = 10, seed:
     out_dir = os.path.dirname(os.path.abspath(os.fspath(output)))
     if not os.path.isdir(out_dir):
         raise ValueError(f"{output}: the folder {out_dir} does not exist")
-    chain = lower_for(source, fmt, progress=progress, **read_options)
-    before = export.dense_bytes(chain)
-    if simplify:
-        from .simplify import simplify as smaller
-
-        chain = smaller(chain)
+    chain, before = lower_for(source, fmt, simplify=simplify, progress=progress, **read_options)
     check_size(chain, fmt, DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
     report = ConvertReport(os.fspath(source), os.fspath(output), fmt, chain, before)
     write_checked(report, out_dir, check, seed, progress)
     return report
 
 
-def lower_for(source, fmt: str, *, progress: bool | None = None, **read_options) -> Chain:
-    """The model as the chain a ``fmt`` file holds (ReLU only for onnx and nnet)."""
+def lower_for(source, fmt: str, *, simplify: bool = True, progress: bool | None = None,
+              **read_options) -> tuple[Chain, int]:
+    """``(chain, dense bytes as lowered)``: the model as the chain a ``fmt`` file holds (ReLU only
+    for onnx and nnet), with ``simplify`` the smallest of the pool splits
+    (:func:`~convmatrix.network.simplify.split_pools`), each simplified."""
+    from . import simplify as smaller
     from .onnx_frontend import from_onnx
+
+    graph = from_onnx(source, **read_options)
+    splits = [None] + (smaller.pool_splits(graph) if simplify else [])
+    best, before = None, None
+    for inner in splits:
+        chain = lower_graph(graph if inner is None else smaller.split_pools(graph, inner), fmt, progress)
+        before = export.dense_bytes(chain) if before is None else before
+        if simplify:
+            chain = smaller.simplify(chain)
+        if best is None or export.dense_bytes(chain) < export.dense_bytes(best):
+            best = chain
+    if fmt in ("onnx", "nnet"):
+        export.check_relu_chain(best, "ONNX" if fmt == "onnx" else "NNet")
+    return best, before
+
+
+def lower_graph(graph, fmt: str, progress: bool | None = None) -> Chain:
+    """Max pools as ReLU trees, the ReLU family as ReLUs (onnx, nnet), lowered to one chain."""
     from .passes import expand_max, lower, relu_only
 
-    graph = expand_max(from_onnx(source, **read_options))
+    graph = expand_max(graph)
     if fmt in ("onnx", "nnet"):
         graph = relu_only(graph)
     with progress_bar(len(graph.nodes), "lowering", show=progress) as bar:
-        chain = lower(graph, progress=bar)
-    if fmt in ("onnx", "nnet"):
-        export.check_relu_chain(chain, "ONNX" if fmt == "onnx" else "NNet")
-    return chain
+        return lower(graph, progress=bar)
 
 
 def output_bytes(chain: Chain, fmt: str) -> int:

@@ -24,6 +24,13 @@ repeated until none applies:
     A layer without activation (or a ReLU layer whose rows are never negative) and the
     next one become one layer, their product, where that is smaller.
 
+One pass works on the graph, before lowering: :func:`split_pools` computes a max pool
+over ``k = inner * m`` ReLU outputs as ``relu`` of maxes over ``inner`` pre-activations,
+then a max over ``m`` of those (``relu`` commutes with ``max``). The signed inner tree
+carries its values cheaply from the layer's input; the outer tree works on non-negative
+values, which cross a ReLU layer as one neuron each. The pipeline lowers every split
+:func:`pool_splits` offers and keeps the smallest chain.
+
 Every rewrite is exact algebra on the layers (float64 products); the first layer's
 columns and the last layer's rows, the network's input and output, never change.
 
@@ -44,9 +51,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .passes import Chain, Layer
+from .ir import Act, Graph, Max, Node
+from .passes import Chain, Layer, rebuild
 
-__all__ = ["simplify", "drop_dead", "carry_sources", "merge_linear", "dense_size"]
+__all__ = ["simplify", "drop_dead", "carry_sources", "merge_linear", "dense_size", "split_pools", "pool_splits"]
 
 
 def dense_size(layers: list[Layer]) -> int:
@@ -236,3 +244,60 @@ def merge_linear(layers: list[Layer]) -> bool:
             continue
         i += 1
     return changed
+
+
+# -- max pools over ReLU outputs ------------------------------------------------------------
+
+def _relu_pools(graph: Graph) -> dict[int, int]:
+    """``{max node id: relu node id}`` for max pools whose input is a ReLU only they read."""
+    consumers = graph.consumers()
+    out = {}
+    for j, node in enumerate(graph.nodes):
+        x = node.inputs[0] if isinstance(node, Max) else None
+        if x is not None and isinstance(graph.nodes[x], Act) and graph.nodes[x].kind == "ReLU" \
+                and len(consumers[x]) == 1 and x != graph.output:
+            out[j] = x
+    return out
+
+
+def pool_splits(graph: Graph) -> list[int]:
+    """The ``inner`` sizes :func:`split_pools` can use: proper divisors (> 1) of the window sizes
+    of max pools over ReLU outputs.
+
+    >>> g = Graph((4,))
+    >>> g.output = g.max(g.act(g.input, "ReLU"), np.arange(4).reshape(1, 4))
+    >>> pool_splits(g)
+    [2]
+    """
+    sizes = {graph.nodes[j].groups.shape[1] for j in _relu_pools(graph)}
+    return sorted({d for k in sizes for d in range(2, k) if k % d == 0})
+
+
+def split_pools(graph: Graph, inner: int) -> Graph:
+    """Every max pool over ``k`` ReLU outputs, ``k`` a multiple of ``inner`` above it, as
+    ``max_m relu(max_inner z)``: the max over each run of ``inner`` window entries of the
+    pre-activations ``z``, a ReLU, then the max over the ``k / inner`` results.
+
+    >>> g = Graph((4,))
+    >>> g.output = g.max(g.act(g.input, "ReLU"), np.arange(4).reshape(1, 4))
+    >>> h = split_pools(g, 2)
+    >>> [node.op for node in h.nodes], h.evaluate(np.array([[-3., -1., -2., -5.]]))
+    (['Input', 'Max', 'Act', 'Affine', 'Max'], array([[0.]]))
+    """
+    pools = {id(graph.nodes[j]): graph.nodes[x] for j, x in _relu_pools(graph).items()
+             if graph.nodes[j].groups.shape[1] % inner == 0 and graph.nodes[j].groups.shape[1] > inner}
+    relus = {id(node) for node in pools.values()}
+
+    def rewrite(g: Graph, node: Node, ins: tuple[int, ...]) -> int | None:
+        if id(node) in relus:
+            return ins[0]  # the pool reads the pre-activations
+        if id(node) not in pools:
+            return None
+        n, k = node.groups.shape
+        m = k // inner
+        groups = np.concatenate([node.groups[:, j * inner:(j + 1) * inner] for j in range(m)])
+        r = g.act(g.max(ins[0], groups, name=f"{node.name} (inner)"), "ReLU", name=f"{node.name} relu")
+        r = g.reshape(r, (n * m,), name=f"{node.name} (outer)")  # keeps the ReLU out of the outer tree
+        return g.max(r, np.arange(n * m).reshape(m, n).T, shape=node.shape, name=node.name)
+
+    return rebuild(graph, rewrite)
