@@ -154,14 +154,25 @@ def _onnx_skeleton(chain: Chain, dtype: np.dtype, opset: int | None):
 
 
 def dense_blocks(M: sp.csr_array, dtype, block_bytes: int | None = None):
-    """The rows of ``M`` as dense C-ordered ``dtype`` arrays of about ``block_bytes`` each.
+    """The rows of ``M`` as dense C-ordered ``dtype`` arrays of about ``block_bytes`` each
+    (default :data:`BLOCK_BYTES`). One buffer is filled again for every block: use (write)
+    each block before asking for the next.
 
     >>> [b.tolist() for b in dense_blocks(sp.csr_array(np.eye(2)), np.float32, block_bytes=8)]
     [[[1.0, 0.0]], [[0.0, 1.0]]]
     """
-    rows = max(1, (block_bytes or BLOCK_BYTES) // max(1, M.shape[1] * np.dtype(dtype).itemsize))
-    for r0 in range(0, M.shape[0], rows):
-        yield sp.csr_array(M[r0:r0 + rows]).astype(dtype).toarray()
+    M = sp.csr_array(M)
+    M.sum_duplicates()
+    n_rows, n_cols = M.shape
+    rows = max(1, (block_bytes or BLOCK_BYTES) // max(1, n_cols * np.dtype(dtype).itemsize))
+    buf = np.empty((min(rows, n_rows), n_cols), dtype)
+    for r0 in range(0, n_rows, rows):
+        r1 = min(r0 + rows, n_rows)
+        block = buf[:r1 - r0]
+        block.fill(0)
+        lo, hi = M.indptr[r0], M.indptr[r1]
+        block[np.repeat(np.arange(r1 - r0), np.diff(M.indptr[r0:r1 + 1])), M.indices[lo:hi]] = M.data[lo:hi]
+        yield block
 
 
 def _tensor_header(name: str, shape, dtype: np.dtype) -> bytes:
