@@ -159,24 +159,23 @@ def convert(source, output, *, format: str | None = None, check: int = 10, seed:
 def lower_for(source, fmt: str, *, simplify: bool = True, progress: bool | None = None,
               **read_options) -> tuple[Chain, int]:
     """``(chain, dense bytes as lowered)``: the model as the chain a ``fmt`` file holds (ReLU only
-    for onnx and nnet), with ``simplify`` the smallest of the pool splits
-    (:func:`~convmatrix.network.simplify.split_pools`), each simplified."""
+    for onnx and nnet). With ``simplify``, the smallest ``fmt`` file (:func:`output_bytes`)
+    among the chain as lowered, every pool split of it
+    (:func:`~convmatrix.network.simplify.split_pools`) and each of those simplified."""
     from . import simplify as smaller
     from .onnx_frontend import from_onnx
 
     graph = from_onnx(source, **read_options)
-    splits = [None] + (smaller.pool_splits(graph) if simplify else [])
-    best, before = None, None
-    for inner in splits:
-        chain = lower_graph(graph if inner is None else smaller.split_pools(graph, inner), fmt, progress)
-        before = export.dense_bytes(chain) if before is None else before
-        if simplify:
-            chain = smaller.simplify(chain)
-        if best is None or export.dense_bytes(chain) < export.dense_bytes(best):
-            best = chain
+    best = lowered = lower_graph(graph, fmt, progress)
+    if simplify:
+        for inner in [None] + smaller.pool_splits(graph):
+            chain = lowered if inner is None else lower_graph(smaller.split_pools(graph, inner), fmt, progress)
+            for candidate in (chain, smaller.simplify(chain)):
+                if output_bytes(candidate, fmt) < output_bytes(best, fmt):
+                    best = candidate
     if fmt in ("onnx", "nnet"):
         export.check_relu_chain(best, "ONNX" if fmt == "onnx" else "NNet")
-    return best, before
+    return best, export.dense_bytes(lowered)
 
 
 def lower_graph(graph, fmt: str, progress: bool | None = None) -> Chain:
