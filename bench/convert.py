@@ -13,6 +13,7 @@ those of the chain as lowered (before simplification).
 Examples:
     python bench/convert.py models/*.onnx                 # every model, best of 3
     python bench/convert.py big.onnx --repeats 1 --output convert.md
+    python bench/run.py --quick --convert models/         # in the main benchmark's report
 """
 
 from __future__ import annotations
@@ -101,6 +102,20 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def run(paths: list[str], repeats: int = 3) -> str:
+    """The Markdown table of every ONNX file in ``paths`` (files or folders), with the machine load."""
+    models = sorted(os.path.join(m, f) for m in paths if os.path.isdir(m) for f in os.listdir(m)
+                    if f.endswith(".onnx")) + [m for m in paths if not os.path.isdir(m)]
+    results, loads = {}, [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory() as folder:
+        for model in models:
+            results[os.path.basename(model)] = measure(model, repeats, folder)
+            print(f"{os.path.basename(model)}: {results[os.path.basename(model)]}", file=sys.stderr)
+    loads.append(os.getloadavg()[0])
+    return table(results) + (f"\n\nBest of {repeats} interleaved runs; load average {loads[0]:.1f} at the "
+                             f"start, {loads[1]:.1f} at the end, on {os.cpu_count()} cores.\n")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("Examples:")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,16 +123,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs per model; the best is quoted")
     p.add_argument("--output", default=os.path.join(HERE, "results", "convert.md"), help="report file")
     args = p.parse_args(argv)
-    models = sorted(os.path.join(m, f) for m in args.models if os.path.isdir(m) for f in os.listdir(m)
-                    if f.endswith(".onnx")) + [m for m in args.models if not os.path.isdir(m)]
-    results, loads = {}, [os.getloadavg()[0]]
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.output))) as folder:
-        for model in models:
-            results[os.path.basename(model)] = measure(model, args.repeats, folder)
-            print(f"{os.path.basename(model)}: {results[os.path.basename(model)]}", file=sys.stderr)
-    loads.append(os.getloadavg()[0])
-    text = table(results) + (f"\n\nBest of {args.repeats} interleaved runs; load average {loads[0]:.1f} at the "
-                             f"start, {loads[1]:.1f} at the end, on {os.cpu_count()} cores.\n")
+    text = run(args.models, args.repeats)
     print(text)
     with open(args.output, "w") as f:
         f.write(text)

@@ -242,3 +242,12 @@ def test_every_pool_split_exact_under_onnxruntime(tmp_path, pool, stride):
         chain = simplify(lower(relu_only(split_pools(graph, inner))))
         assert chain.kinds == ["ReLU"]
         np.testing.assert_allclose(chain.evaluate(x.reshape(1, -1).astype(np.float64)), want, rtol=1e-6, atol=1e-6)
+
+
+def test_convert_with_external_data(lenet, tmp_path, monkeypatch):
+    """Over the single-file limit the weights go beside the file; the check reads them there."""
+    monkeypatch.setattr(export, "SINGLE_FILE_BYTES", 0)
+    report = pipeline.convert(lenet, tmp_path / "fc.onnx", check=3)
+    assert sorted(os.listdir(tmp_path)) == ["fc.onnx", "fc.onnx.data"] and report.checked == 3
+    x = np.random.default_rng(3).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(ort_run(tmp_path / "fc.onnx", x), ort_run(lenet, x), rtol=1e-5, atol=1e-5)
