@@ -331,13 +331,9 @@ def evaluate_written(fmt: str, path, xs: list[np.ndarray], input_name: str) -> n
     if fmt == "npz":
         chain = export.read_npz(path)
         return np.concatenate([chain.evaluate(f.astype(np.float64)) for f in flat])
-    layers = export.read_nnet(path)
-    outs = []
-    for z in flat:
-        z = z.astype(np.float64)
-        for k, (W, b) in enumerate(layers):
-            z = z @ W.T + b
-            if k < len(layers) - 1:
-                z = np.maximum(z, 0)
-        outs.append(z)
-    return np.concatenate(outs)
+    z, relu = np.concatenate(flat).astype(np.float64), False
+    for W, b in export.iter_nnet(path):
+        z = (np.maximum(z, 0) if relu else z) @ W.T + b  # ReLU between layers, none after the last
+        relu = True
+        del W  # one layer in memory at a time
+    return z

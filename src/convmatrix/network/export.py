@@ -17,7 +17,7 @@ from ..core.geometry import format_bytes
 from .passes import Chain, Layer
 
 __all__ = ["dense_bytes", "sparse_bytes", "check_relu_chain", "write_onnx", "onnx_view", "dense_blocks", "write_pt", "read_pt",
-           "write_nnet", "read_nnet", "write_npz", "read_npz", "FORMATS"]
+           "write_nnet", "read_nnet", "iter_nnet", "write_npz", "read_npz", "FORMATS"]
 
 FORMATS = ("onnx", "pt", "nnet", "npz")
 
@@ -356,21 +356,30 @@ def write_nnet(chain: Chain, path, *, progress=None) -> None:
                 progress.update(1)
 
 
+def iter_nnet(path):
+    """The ``(W, b)`` of an NNet file's layers, one layer at a time (ReLU between layers, none
+    after the last): reading never holds more than one layer."""
+    def numbers(f):
+        for line in f:
+            if not line.startswith("//"):
+                yield np.array([v for v in line.strip().rstrip(",").split(",") if v.strip()], dtype=np.float64)
+
+    with open(os.fspath(path)) as f:
+        rows = numbers(f)
+        n_layers = int(next(rows)[0])
+        sizes = [int(v) for v in next(rows)]
+        for _ in range(5):  # symmetric flag, input minima, maxima, means, ranges
+            next(rows)
+        for k in range(n_layers):
+            W = np.empty((sizes[k + 1], sizes[k]))
+            for r in range(sizes[k + 1]):
+                W[r] = next(rows)
+            yield W, np.array([next(rows)[0] for _ in range(sizes[k + 1])])
+
+
 def read_nnet(path) -> list[tuple[np.ndarray, np.ndarray]]:
     """``[(W, b), ...]`` of an NNet file (ReLU between layers, none after the last)."""
-    with open(os.fspath(path)) as f:
-        lines = [ln for ln in f if not ln.startswith("//")]
-    vals = [[float(v) for v in ln.strip().rstrip(",").split(",") if v.strip()] for ln in lines]
-    n_layers = int(vals[0][0])
-    sizes = [int(v) for v in vals[1]]
-    row, out = 7, []
-    for k in range(n_layers):
-        W = np.array(vals[row:row + sizes[k + 1]])
-        row += sizes[k + 1]
-        b = np.array([v[0] for v in vals[row:row + sizes[k + 1]]])
-        row += sizes[k + 1]
-        out.append((W, b))
-    return out
+    return list(iter_nnet(path))
 
 
 # -- npz -----------------------------------------------------------------------------------
