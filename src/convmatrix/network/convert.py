@@ -258,14 +258,21 @@ def write(chain: Chain, fmt: str, path, *, data_name: str | None = None, progres
 def written_view(chain: Chain, fmt: str, path: str, places):
     """The path to evaluate a written file by: for ONNX a model beside it that refers to the
     written weights where they lie (:func:`~convmatrix.network.export.onnx_view`), so
-    onnxruntime maps the file's bytes instead of parsing a copy of them; else ``path``."""
+    onnxruntime maps the file's bytes instead of parsing a copy of them, with a dynamic
+    batch axis where the model has one, so that the check inputs run in one batch (one
+    pass over the weights); else ``path``."""
     if fmt != "onnx":
         yield path
         return
+    meta = chain.meta
+    if meta.get("batched"):
+        meta = dict(meta, input_dims=["N", *meta["input_dims"][1:]], output_dims=["N", *meta["output_dims"][1:]])
     fd, view = tempfile.mkstemp(suffix=".view.onnx", dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(export.onnx_view(chain, places, dtype=onnx_dtype(chain)).SerializeToString())
+            model = export.onnx_view(Chain(chain.layers, chain.input_shape, chain.output_shape, meta), places,
+                                     dtype=onnx_dtype(chain))
+            f.write(model.SerializeToString())
         yield view
     finally:
         os.remove(view)
@@ -278,7 +285,8 @@ def check_written(source, fmt: str, path, meta: dict, n: int, seed: int) -> tupl
     """
     xs = random_inputs(meta, n, seed)
     ref = run_onnx(source, xs, meta["input_name"])
-    got = evaluate_written(fmt, path, xs, meta["input_name"])
+    got = evaluate_written(fmt, path, [np.concatenate(xs)] if fmt == "onnx" and meta["batched"] else xs,
+                           meta["input_name"])
     max_abs, max_rel = compare(ref, got)
     scale = max(1.0, float(np.abs(ref).max()))
     if not np.isfinite(max_abs) or max_abs > 1e-3 * scale:

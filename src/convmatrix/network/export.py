@@ -165,14 +165,15 @@ def dense_blocks(M: sp.csr_array, dtype, block_bytes: int | None = None):
     M.sum_duplicates()
     n_rows, n_cols = M.shape
     rows = max(1, (block_bytes or BLOCK_BYTES) // max(1, n_cols * np.dtype(dtype).itemsize))
-    buf = np.empty((min(rows, n_rows), n_cols), dtype)
+    buf = np.zeros((min(rows, n_rows), n_cols), dtype)
     for r0 in range(0, n_rows, rows):
         r1 = min(r0 + rows, n_rows)
         block = buf[:r1 - r0]
-        block.fill(0)
         lo, hi = M.indptr[r0], M.indptr[r1]
-        block[np.repeat(np.arange(r1 - r0), np.diff(M.indptr[r0:r1 + 1])), M.indices[lo:hi]] = M.data[lo:hi]
+        where = np.repeat(np.arange(r1 - r0), np.diff(M.indptr[r0:r1 + 1])), M.indices[lo:hi]
+        block[where] = M.data[lo:hi]
         yield block
+        block[where] = 0  # all zeros again: clear the stored entries only, not the whole block
 
 
 def _tensor_header(name: str, shape, dtype: np.dtype) -> bytes:
