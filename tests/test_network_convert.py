@@ -219,6 +219,13 @@ def test_bad_arguments(lenet, tmp_path, kwargs, match):
     assert os.listdir(tmp_path) == []
 
 
+def test_wrong_types(lenet, tmp_path):
+    with pytest.raises(TypeError, match="max_bytes must be an int"):
+        pipeline.convert(lenet, tmp_path / "fc.onnx", max_bytes="2GB")
+    with pytest.raises(TypeError, match="check must be an int"):
+        pipeline.convert(lenet, tmp_path / "fc.onnx", check=2.5)
+
+
 def test_no_simplify_writes_the_lowered_chain(lenet, tmp_path):
     report = pipeline.convert(lenet, tmp_path / "fc.onnx", simplify=False, check=2)
     assert report.dense_bytes == report.dense_bytes_before == export.dense_bytes(lower(relu_only(load(lenet))))

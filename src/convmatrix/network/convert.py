@@ -146,6 +146,8 @@ def convert(source, output, *, format: str | None = None, check: int = 10, seed:
         raise TypeError(f"check must be an int (the number of random inputs), got {type(check).__name__}")
     if check < 0:
         raise ValueError(f"check must be >= 0, got {check}")
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer))):
+        raise TypeError(f"max_bytes must be an int (bytes) or None, got {type(max_bytes).__name__}")
     out_dir = os.path.dirname(os.path.abspath(os.fspath(output)))
     if not os.path.isdir(out_dir):
         raise ValueError(f"{output}: the folder {out_dir} does not exist")
