@@ -258,3 +258,22 @@ def test_convert_with_external_data(lenet, tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["fc.onnx", "fc.onnx.data"] and report.checked == 3
     x = np.random.default_rng(3).standard_normal((1, 1, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(ort_run(tmp_path / "fc.onnx", x), ort_run(lenet, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["lenet_maxpool", "residual", "depthwise_separable", "conv1d_audio", "decoder"])
+def test_exported_models_convert_no_larger_and_exact(tmp_path, case):
+    """The pipeline on exported CNNs (max pools, residual carries, LeakyReLU/PReLU pairs): never
+    more dense bytes than as lowered, and the written file computes what torch computes."""
+    from test_network_onnx import EXPORTED, export
+
+    make, shape = EXPORTED[case]
+    torch.manual_seed(0)
+    model = make().eval()
+    export(model, shape, tmp_path / "cnn.onnx", dynamic=False)
+    report = pipeline.convert(tmp_path / "cnn.onnx", tmp_path / "fc.onnx", check=4)
+    assert report.dense_bytes <= report.dense_bytes_before
+    assert {n.op_type for n in onnx.load(str(tmp_path / "fc.onnx")).graph.node} <= ALLOWED_OPS
+    x = torch.randn(1, *shape)
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(ort_run(tmp_path / "fc.onnx", x.numpy()), want, rtol=1e-4, atol=1e-5)
