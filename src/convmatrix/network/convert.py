@@ -130,8 +130,9 @@ def convert(source, output, *, format: str | None = None, check: int = 10, seed:
         Refuse (ValueError, before writing) an output larger than this: dense float32
         bytes for onnx/pt, about 6x that for NNet text, CSR bytes for npz. Default 2 GB.
     simplify : bool
-        Write the smallest exactly equivalent chain :func:`~convmatrix.network.simplify.simplify`
-        finds (default) instead of the chain as lowered.
+        Write the smallest exactly equivalent chain found (default: pool splits and
+        :func:`~convmatrix.network.simplify.simplify`, see :func:`lower_for`) instead of the
+        chain as lowered.
     progress : bool, optional
         Progress bars on stderr (default: only on a terminal).
     **read_options
