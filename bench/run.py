@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--readme", metavar="PATH", help="also write the README's benchmark section into PATH "
                    "(between its bench:start / bench:end markers, or the whole file if it has none)")
     p.add_argument("--list", action="store_true", help="list the layers and anchors, run nothing")
+    p.add_argument("--convert", nargs="+", metavar="MODEL", help="also time `convert` of these ONNX files (or "
+                   "folders of them) against writing their output (bench/convert.py)")
     return p.parse_args(argv)
 
 
@@ -97,6 +99,11 @@ def main(argv=None) -> int:
     lines = ["# convmatrix benchmark", ""] + report.machine_section(info, command.strip())
     lines += report.target_section(builds) + report.build_section(builds) + report.anchor_section(builds)
     lines += report.matmul_section(products)
+    if args.convert:
+        import convert
+
+        log("convert")
+        lines += ["", "## convert at the write limit", "", convert.run(args.convert, repeats=min(repeats, 3))]
     text = "\n".join(lines)
     print(text)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -16,8 +16,9 @@ import scipy.sparse as sp
 from ..core.geometry import format_bytes
 from .passes import Chain, Layer
 
-__all__ = ["dense_bytes", "sparse_bytes", "check_relu_chain", "describe_origin", "write_onnx", "write_pt", "read_pt",
-           "write_nnet", "read_nnet", "write_npz", "read_npz", "FORMATS"]
+__all__ = ["dense_bytes", "sparse_bytes", "check_relu_chain", "describe_origin", "write_onnx", "onnx_view",
+           "dense_blocks", "write_pt", "read_pt", "write_nnet", "read_nnet", "iter_nnet", "write_npz", "read_npz",
+           "FORMATS"]
 
 FORMATS = ("onnx", "pt", "nnet", "npz")
 
@@ -59,19 +60,63 @@ def _onnx_dims(dims):
     return [d if isinstance(d, int) else (d if isinstance(d, str) and d != "?" else "N") for d in dims]
 
 
+SINGLE_FILE_BYTES = 1_800_000_000  # protobuf refuses messages over 2 GB: above this, weights go beside the file
+BLOCK_BYTES = 64 * 2**20  # dense rows produced and written this many bytes at a time
+
+
 def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, dtype=np.float32,
-               data_name: str | None = None) -> None:
+               data_name: str | None = None, external: bool | None = None) -> list[tuple[str, int, int]]:
     """A sequential ONNX chain ``[Flatten|Reshape] -> (Gemm [-> Relu])* -> [Reshape]``.
 
     The input and output keep the names and shapes recorded in ``chain.meta`` (from
-    the ONNX front end), a dynamic batch axis stays dynamic. Models over 1.8 GB keep
-    their weights in ``data_name`` (default ``<file name>.data``) beside the file, as
-    protobuf cannot hold more than 2 GB.
+    the ONNX front end), a dynamic batch axis stays dynamic. Each dense weight is
+    produced and written once, a row block at a time, so memory stays at one block
+    beyond the sparse chain. Models over :data:`SINGLE_FILE_BYTES` (or with
+    ``external=True``) keep their weights in ``data_name`` (default
+    ``<file name>.data``) beside the file, as protobuf cannot hold more than 2 GB.
+    Returns where each weight's bytes lie: ``(file name, offset, length)`` per layer
+    (see :func:`onnx_view`).
+
+    >>> import os, tempfile, onnx, scipy.sparse as sp
+    >>> chain = Chain([Layer(sp.csr_array(np.eye(3)), np.zeros(3), "ReLU"), Layer(sp.csr_array(np.ones((1, 3))),
+    ...                np.ones(1))], (3,), (1,), {})
+    >>> path = os.path.join(tempfile.mkdtemp(), "fc.onnx")
+    >>> places = write_onnx(chain, path)
+    >>> [n.op_type for n in onnx.load(path).graph.node]
+    ['Gemm', 'Relu', 'Gemm']
     """
-    import onnx
+    check_relu_chain(chain, "ONNX")
+    path = os.fspath(path)
+    dtype = np.dtype(dtype)
+    model = _onnx_skeleton(chain, dtype, opset)
+    weights = [(f"W{i}", layer.M) for i, layer in enumerate(chain.layers, 1)]
+    if external is None:
+        external = dense_bytes(chain, dtype.itemsize) > SINGLE_FILE_BYTES
+    if not external:
+        return _write_single_file(model, weights, dtype, path, progress)
+    location = data_name or os.path.basename(path) + ".data"
+    places = _write_external(weights, dtype, os.path.join(os.path.dirname(os.path.abspath(path)), location),
+                             location, progress)
+    _add_external(model, weights, dtype, places)
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    return places
+
+
+def onnx_view(chain: Chain, places: list, *, dtype=np.float32, opset: int | None = None):
+    """The ModelProto :func:`write_onnx` wrote, with every weight as external data at ``places``
+    (its return value): loading it reads the written weights where they lie, without a copy
+    (onnxruntime maps them). Save it in the folder of the written file."""
+    dtype = np.dtype(dtype)
+    model = _onnx_skeleton(chain, dtype, opset)
+    _add_external(model, [(f"W{i}", layer.M) for i, layer in enumerate(chain.layers, 1)], dtype, places)
+    return model
+
+
+def _onnx_skeleton(chain: Chain, dtype: np.dtype, opset: int | None):
+    """The ONNX model of ``chain`` with every node and small initializer, but no weight matrices."""
     from onnx import TensorProto, helper, numpy_helper
 
-    check_relu_chain(chain, "ONNX")
     meta = chain.meta
     in_name, out_name = meta.get("input_name", "input"), meta.get("output_name", "output")
     in_dims = meta.get("input_dims") or [1, *chain.input_shape]
@@ -89,20 +134,16 @@ def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, d
         inits.append(numpy_helper.from_array(np.array([1, n_in], dtype=np.int64), "input_shape2d"))
         nodes.append(helper.make_node("Reshape", [cur, "input_shape2d"], ["flat"], name="reshape_in"))
         cur = "flat"
-    needs_reshape = not (out_batched and len(out_dims) == 2)
     for i, layer in enumerate(chain.layers, 1):
-        inits.append(numpy_helper.from_array(layer.M.astype(dtype).toarray(), f"W{i}"))
         inits.append(numpy_helper.from_array(layer.b.astype(dtype), f"B{i}"))
         nodes.append(helper.make_node("Gemm", [cur, f"W{i}", f"B{i}"], [f"z{i}"], transB=1, name=f"gemm{i}"))
         cur = f"z{i}"
         if layer.kind == "ReLU":
             nodes.append(helper.make_node("Relu", [cur], [f"h{i}"], name=f"relu{i}"))
             cur = f"h{i}"
-        if progress is not None:
-            progress.update(1)
-    if not needs_reshape:  # the last node writes the original output
+    if out_batched and len(out_dims) == 2:  # the last node writes the original output
         nodes[-1].output[0] = out_name
-    if needs_reshape:
+    else:
         target = [0 if (out_batched and k == 0) else (d if isinstance(d, int) else -1) for k, d in enumerate(out_dims)]
         if not out_batched or len(out_dims) < 2:
             target = [d if isinstance(d, int) else -1 for d in out_dims]
@@ -111,18 +152,114 @@ def write_onnx(chain: Chain, path, *, progress=None, opset: int | None = None, d
     graph = helper.make_graph(
         nodes, "convmatrix_fc", [helper.make_tensor_value_info(in_name, elem, _onnx_dims(in_dims))],
         [helper.make_tensor_value_info(out_name, elem, _onnx_dims(out_dims))], inits)
-    opset = opset or max(9, min(int(meta.get("opset", 13)), 21))
-    opsets = [helper.make_opsetid("", opset)]
+    opsets = [helper.make_opsetid("", opset or max(9, min(int(meta.get("opset", 13)), 21)))]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="convmatrix")
     model.doc_string = describe_origin(meta)
     model.ir_version = helper.find_min_ir_version_for(opsets)
-    big = dense_bytes(chain, np.dtype(dtype).itemsize) > 1_800_000_000  # protobuf's 2 GB limit
-    if big:
-        location = data_name or os.path.basename(os.fspath(path)) + ".data"
-        onnx.save(model, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=location, size_threshold=1024)
-    else:
-        onnx.save(model, os.fspath(path))
+    return model
+
+
+def dense_blocks(M: sp.csr_array, dtype, block_bytes: int | None = None):
+    """The rows of ``M`` as dense C-ordered ``dtype`` arrays of about ``block_bytes`` each
+    (default :data:`BLOCK_BYTES`). One buffer is filled again for every block: use (write)
+    each block before asking for the next.
+
+    >>> [b.tolist() for b in dense_blocks(sp.csr_array(np.eye(2)), np.float32, block_bytes=8)]
+    [[[1.0, 0.0]], [[0.0, 1.0]]]
+    """
+    M = sp.csr_array(M)
+    M.sum_duplicates()
+    n_rows, n_cols = M.shape
+    rows = max(1, (block_bytes or BLOCK_BYTES) // max(1, n_cols * np.dtype(dtype).itemsize))
+    buf = np.zeros((min(rows, n_rows), n_cols), dtype)
+    for r0 in range(0, n_rows, rows):
+        r1 = min(r0 + rows, n_rows)
+        block = buf[:r1 - r0]
+        lo, hi = M.indptr[r0], M.indptr[r1]
+        where = np.repeat(np.arange(r1 - r0), np.diff(M.indptr[r0:r1 + 1])), M.indices[lo:hi]
+        block[where] = M.data[lo:hi]
+        yield block
+        block[where] = 0  # all zeros again: clear the stored entries only, not the whole block
+
+
+def _tensor_header(name: str, shape, dtype: np.dtype) -> bytes:
+    """A TensorProto's bytes without its data (dims, type, name)."""
+    from onnx import TensorProto, helper
+
+    t = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(dtype))
+    t.dims.extend(int(d) for d in shape)
+    return t.SerializeToString()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _write_single_file(model, weights, dtype: np.dtype, path: str, progress) -> None:
+    """The model with its weight matrices, written field by field (protobuf's wire format).
+
+    The graph field goes last; its initializers are the weight tensors, whose raw data
+    is streamed from :func:`dense_blocks` after each tensor's length-delimited header, so
+    no serialised copy of the weights is ever held.
+    """
+    graph = model.graph.SerializeToString()
+    model.ClearField("graph")
+    parts = []
+    for name, M in weights:
+        n = M.shape[0] * M.shape[1] * dtype.itemsize
+        head = _tensor_header(name, M.shape, dtype) + b"\x4a" + _varint(n)  # field 9 (raw_data), bytes
+        parts.append((b"\x2a" + _varint(len(head) + n) + head, M))  # GraphProto field 5 (initializer)
+    size = len(graph) + sum(len(head) + M.shape[0] * M.shape[1] * dtype.itemsize for head, M in parts)
+    places = []
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+        f.write(b"\x3a" + _varint(size) + graph)  # ModelProto field 7 (graph)
+        for head, M in parts:
+            f.write(head)
+            places.append((os.path.basename(path), f.tell(), _write_dense(f, M, dtype)))
+            if progress is not None:
+                progress.update(1)
+    return places
+
+
+def _write_dense(f, M: sp.csr_array, dtype: np.dtype) -> int:
+    """``M``'s dense rows into the open file ``f``, block by block; the number of bytes written."""
+    n = 0
+    for block in dense_blocks(M, dtype):
+        f.write(memoryview(block).cast("B"))
+        n += block.nbytes
+    return n
+
+
+def _write_external(weights, dtype: np.dtype, data_path: str, location: str, progress) -> list:
+    """The weight matrices into ``data_path``, each at a 4 kB boundary; their ``(location, offset, length)``."""
+    places = []
+    with open(data_path, "wb") as f:
+        for _, M in weights:
+            f.write(b"\0" * (-f.tell() % 4096))
+            places.append((location, f.tell(), _write_dense(f, M, dtype)))
+            if progress is not None:
+                progress.update(1)
+    return places
+
+
+def _add_external(model, weights, dtype: np.dtype, places) -> None:
+    """Initializers of ``model`` that refer to the weights' bytes at ``places`` (ONNX external data)."""
+    from onnx import TensorProto
+
+    for (name, M), (location, offset, length) in zip(weights, places):
+        t = TensorProto()
+        t.ParseFromString(_tensor_header(name, M.shape, dtype))
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", offset), ("length", length)):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, str(value)
+        model.graph.initializer.append(t)
 
 
 # -- torch ---------------------------------------------------------------------------------
@@ -200,7 +337,8 @@ _BIG = 3.4028234663852886e38  # no input clipping: float32's largest value
 
 def write_nnet(chain: Chain, path, *, progress=None) -> None:
     """The NNet text format of ACAS-Xu-style verifiers: ReLU hidden layers, linear output,
-    inputs not normalised (means 0, ranges 1, bounds +-3.4e38)."""
+    inputs not normalised (means 0, ranges 1, bounds +-3.4e38). Written row block by row
+    block (:func:`dense_blocks`): memory stays at one block beyond the sparse chain."""
     check_relu_chain(chain, "NNet")
     layers = _layers_with_output(chain)
     for i, layer in enumerate(layers[:-1], 1):
@@ -218,28 +356,37 @@ def write_nnet(chain: Chain, path, *, progress=None) -> None:
         f.write(",".join(["0.0"] * (n_in + 1)) + ",\n")
         f.write(",".join(["1.0"] * (n_in + 1)) + ",\n")
         for layer in layers:
-            for row in layer.M.toarray().tolist():  # repr: the shortest text that reads back exactly
-                f.write(",".join(map(repr, row)) + ",\n")
+            for block in dense_blocks(layer.M, np.float64):  # repr: the shortest text that reads back exactly
+                f.writelines(",".join(map(repr, row)) + ",\n" for row in block.tolist())
             f.writelines(f"{v!r},\n" for v in layer.b.tolist())
             if progress is not None:
                 progress.update(1)
 
 
+def iter_nnet(path):
+    """The ``(W, b)`` of an NNet file's layers, one layer at a time (ReLU between layers, none
+    after the last): reading never holds more than one layer."""
+    def numbers(f):
+        for line in f:
+            if not line.startswith("//"):
+                yield np.array([v for v in line.strip().rstrip(",").split(",") if v.strip()], dtype=np.float64)
+
+    with open(os.fspath(path)) as f:
+        rows = numbers(f)
+        n_layers = int(next(rows)[0])
+        sizes = [int(v) for v in next(rows)]
+        for _ in range(5):  # symmetric flag, input minima, maxima, means, ranges
+            next(rows)
+        for k in range(n_layers):
+            W = np.empty((sizes[k + 1], sizes[k]))
+            for r in range(sizes[k + 1]):
+                W[r] = next(rows)
+            yield W, np.array([next(rows)[0] for _ in range(sizes[k + 1])])
+
+
 def read_nnet(path) -> list[tuple[np.ndarray, np.ndarray]]:
     """``[(W, b), ...]`` of an NNet file (ReLU between layers, none after the last)."""
-    with open(os.fspath(path)) as f:
-        lines = [ln for ln in f if not ln.startswith("//")]
-    vals = [[float(v) for v in ln.strip().rstrip(",").split(",") if v.strip()] for ln in lines]
-    n_layers = int(vals[0][0])
-    sizes = [int(v) for v in vals[1]]
-    row, out = 7, []
-    for k in range(n_layers):
-        W = np.array(vals[row:row + sizes[k + 1]])
-        row += sizes[k + 1]
-        b = np.array([v[0] for v in vals[row:row + sizes[k + 1]]])
-        row += sizes[k + 1]
-        out.append((W, b))
-    return out
+    return list(iter_nnet(path))
 
 
 # -- npz -----------------------------------------------------------------------------------
