@@ -51,7 +51,7 @@ MAX_KERNEL = 4096
 #: Neurons listed with their kernel entry before lists give only ids.
 MAX_NAMED = 4096
 
-CONV_FIELDS = ("stride", "padding", "dilation", "groups", "padding_mode", "transposed", "output_padding")
+CONV_FIELDS = notation.CONV_FIELDS
 
 
 class SpecError(ValueError):
@@ -389,8 +389,10 @@ class Stack:
             out["reads"] = _named(self.neuron_id(k - 1, cols), names, values)
             u = n // lay.pattern.n_positions  # the output channel, whose bias this neuron adds
             out["bias"] = _num(lay.bias[u])
-            out["formula"] = _formula(text, out["reads"], f"bias[{u}]")
-            out["formula_values"] = _formula(text, out["reads"], _fmt(out["bias"]), numbers=True)
+            has_bias = bool(np.any(lay.bias))  # as `convmatrix neuron`: no bias term without a bias
+            out["formula"] = _formula(text, out["reads"], f"bias[{u}]" if has_bias else None)
+            out["formula_values"] = _formula(text, out["reads"], _fmt(out["bias"]) if has_bias else None,
+                                             numbers=True)
         if k < len(self.layers):
             lay = self.layers[k]
             rows = lay.column_rows(n)
@@ -530,11 +532,12 @@ def _separators(index: np.ndarray, shape, rows_only: bool = False) -> list[int]:
     return sep.tolist()
 
 
-def _formula(target: str, reads: list, bias: str, *, numbers: bool = False) -> str:
-    """``y[out:0:0:0] = a*x[in:0:0:0] + ... + bias[0]``: the neuron as a fully connected unit."""
+def _formula(target: str, reads: list, bias: str | None, *, numbers: bool = False) -> str:
+    """``y[out:0:0:0] = a*x[in:0:0:0] + ... + bias[0]``: the neuron as a fully connected unit
+    (no bias term when ``bias`` is None, as ``convmatrix neuron`` writes it)."""
     terms = [f"{(_fmt(v) if numbers else n)}*x[{i}]" for i, n, v in reads[:MAX_TERMS]]
     more = f" + ... ({len(reads) - MAX_TERMS} more terms)" if len(reads) > MAX_TERMS else ""
-    return f"y[{target}] = " + (" + ".join(terms) or "0") + more + f" + {bias}"
+    return f"y[{target}] = " + (" + ".join(terms) or "0") + more + (f" + {bias}" if bias is not None else "")
 
 
 def _fmt(v) -> str:

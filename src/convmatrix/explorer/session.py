@@ -97,12 +97,15 @@ class Explorer:
         return (f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:760px;'
                 'border:1px solid #ccc" sandbox="allow-scripts"></iframe>')
 
+    def shapes(self) -> str:
+        """The feature maps' shapes from the input up, like ``1x3x3 -> 2x2x2``."""
+        return " -> ".join("x".join(map(str, s)) for _, s in self.stack.maps)
+
     def __repr__(self) -> str:
-        shapes = " -> ".join("x".join(map(str, s)) for _, s in self.stack.maps)
-        return f"<convmatrix.Explorer {shapes}>"
+        return f"<convmatrix.Explorer {self.shapes()}>"
 
 
-def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
+def explore(layer=None, input_shape=None, *, bias=None, budget: int = DEFAULT_BUDGET,
             max_page_bytes: int = MAX_PAGE_BYTES, **conv_kwargs) -> Explorer:
     """The interactive explorer of a conv layer or a stack (shows itself in Jupyter).
 
@@ -112,7 +115,9 @@ def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
     every input set; the stack stops at a Flatten or Linear head), the path of an ONNX
     file (the same, from its nodes; its input shape is the model's), or a list of weight
     shapes or ``(weight_shape, conv_kwargs)`` pairs; ``None`` is the seed question's
-    2x1x2x2 kernel on 1x3x3. ``conv_kwargs`` apply to a single weight or shape.
+    2x1x2x2 kernel on 1x3x3. ``conv_kwargs`` apply to a single weight or shape, and so
+    does ``bias`` (one number per output channel, or one for all; without it the
+    formulas have no bias term).
     See :mod:`convmatrix.explorer.models` for how a model becomes a stack.
     """
     if isinstance(layer, (str, os.PathLike)) or type(layer).__name__ == "ModelProto":
@@ -123,7 +128,7 @@ def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
         model = from_onnx(layer, input_shape)
         return Explorer(model.spec, model.weights, model.biases, budget=budget, max_page_bytes=max_page_bytes)
     if layer is None:
-        if input_shape is not None or conv_kwargs:
+        if input_shape is not None or conv_kwargs or bias is not None:
             raise ValueError("explore() without a layer shows the seed example; give a layer to set "
                              "input_shape or conv options")
         return Explorer(default_spec(), budget=budget, max_page_bytes=max_page_bytes)
@@ -131,6 +136,10 @@ def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
         raise ValueError("input_shape is required: (channels, *spatial) of the layer's input")
     input_text = "x".join(str(int(s)) for s in input_shape)
     kinds, weights, biases = _layers_of(layer, input_shape, conv_kwargs)
+    if bias is not None:
+        if isinstance(kinds, dict) or len(kinds) != 1 or biases is not None:
+            raise ValueError("bias is for a single weight or weight shape; a module or a list brings its own")
+        biases = [_bias_of(bias, kinds[0])]
     spec = kinds if isinstance(kinds, dict) else {"input": input_text, "layers": kinds}
     return Explorer(spec, weights, biases, budget=budget, max_page_bytes=max_page_bytes)
 
@@ -159,6 +168,18 @@ def _layers_of(layer, input_shape, conv_kwargs):
         return [layer_spec(layer, **conv_kwargs)], None, None
     w = np.asarray(layer.detach().cpu().numpy() if hasattr(layer, "detach") else layer)
     return [layer_spec(w.shape, **conv_kwargs)], [w], None
+
+
+def _bias_of(bias, spec: dict) -> np.ndarray:
+    """One bias per output channel of the layer ``spec`` (a scalar is repeated)."""
+    from .. import notation
+
+    wshape = notation.shape(spec["weight"])
+    channels = wshape[1] * int(spec["groups"]) if spec["transposed"] else wshape[0]
+    b = np.asarray(bias.detach().cpu().numpy() if hasattr(bias, "detach") else bias, dtype=np.float64).reshape(-1)
+    if b.size not in (1, channels):
+        raise ValueError(f"bias needs one number or {channels} (one per output channel), got {b.size}")
+    return np.broadcast_to(b, (channels,)).copy()
 
 
 def _is_module(obj) -> bool:
