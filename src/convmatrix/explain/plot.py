@@ -44,7 +44,7 @@ OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "
 FOLDED = "#000000"
 #: Label font sizes tried, largest first (points); a label smaller than the last is not drawn.
 FONT_SIZES = (9, 8, 7, 6)
-EMPTY, READ, BOX = "#F5F5F5", "#E69F00", "#0072B2"
+EMPTY, READ, BOX = "#F5F5F5", "#E69F00", "#D55E00"
 
 
 def _figure(width: float, height: float):
@@ -362,7 +362,8 @@ def plot_neuron(weight, input_shape, index_or_coords, *, bias=None, **conv_kwarg
     channels = list(range(group * geom.in_per_group, (group + 1) * geom.in_per_group))
     shown = channels[:MAX_CHANNEL_GRIDS]
     cols = min(len(shown) + 1, 5)
-    fig = _figure(2.9 * cols + 1.6, 2.9 * -(-(len(shown) + 1) // cols) + 0.9)
+    panel = min(4.0, max(2.9, 8 / cols))  # inches: few grids are drawn larger
+    fig = _figure(panel * cols + 1.6, panel * -(-(len(shown) + 1) // cols) + 0.9)
     axes = _panels(fig, len(shown) + 1, cols)
     spatial = geom.input_shape[1:]
     labelled = []
@@ -425,8 +426,8 @@ def plot_receptive_field(model, input_shape, index_or_coords):
         mask = rs.maps[name]
         first, last = k == 0, k == len(keep) - 1
         channels = int(mask.any(axis=tuple(range(1, mask.ndim))).sum())
-        title = _wrapped(f"{name} {'x'.join(map(str, mask.shape))}: {int(mask.sum())} neuron(s)"
-                         + (f", {channels} channel(s)" if mask.shape[0] > 1 else ""), 3.3, 9, max_lines=2)
+        title = (_wrapped(f"{name} {'x'.join(map(str, mask.shape))}", 3.3, 9, max_lines=1) + f"\n{int(mask.sum())} "
+                 f"neuron(s)" + (f" in {channels} of {mask.shape[0]} channels" if mask.shape[0] > 1 else ""))
         _grid(ax, _as_image(mask), title, box=rs.box if first else None, mark=rs.coords[1:] if last else None)
     fig.suptitle(f"output neuron {rs.index} = {rs.coords}: {len(rs.flat)} input neurons (box {rs.box})",
                  fontsize=9)
