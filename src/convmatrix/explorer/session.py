@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 import threading
+from math import prod
 
 import numpy as np
 
@@ -40,11 +41,14 @@ class Explorer:
     True
     """
 
-    def __init__(self, spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_BUDGET,
+    def __init__(self, spec: dict, weights=None, biases=None, *, x=None, budget: int = DEFAULT_BUDGET,
                  max_page_bytes: int = MAX_PAGE_BYTES):
-        self.stack = build_stack(spec, weights, biases, budget=budget)
+        self.stack = build_stack(spec, weights, biases, budget=budget, x=x)
+        if x is not None and self.stack.x is None:
+            shape = self.stack.layers[0].geom.input_shape
+            raise ValueError(f"x must have the input's {prod(shape)} numbers (shape {shape}), got shape {np.shape(x)}")
         self.spec = self.stack.spec
-        self.weights, self.biases, self.budget = weights, biases, budget
+        self.weights, self.biases, self.budget, self.x = weights, biases, budget, x
         self.max_page_bytes = max_page_bytes
 
     def html(self) -> str:
@@ -62,7 +66,7 @@ class Explorer:
         """The Starlette app (for a server of your own, or Starlette's TestClient)."""
         from .server import create_app
 
-        return create_app(self.spec, self.weights, self.biases, budget=self.budget)
+        return create_app(self.spec, self.weights, self.biases, budget=self.budget, x=self.x)
 
     def serve(self, port: int = 0, *, open_browser: bool = True, block: bool = True):
         """Serve on 127.0.0.1:``port`` (0: a free one). Blocking, or in a thread (returns :class:`Running`)."""
@@ -105,7 +109,7 @@ class Explorer:
         return f"<convmatrix.Explorer {self.shapes()}>"
 
 
-def explore(layer=None, input_shape=None, *, bias=None, budget: int = DEFAULT_BUDGET,
+def explore(layer=None, input_shape=None, *, bias=None, x=None, budget: int = DEFAULT_BUDGET,
             max_page_bytes: int = MAX_PAGE_BYTES, **conv_kwargs) -> Explorer:
     """The interactive explorer of a conv layer or a stack (shows itself in Jupyter).
 
@@ -117,7 +121,9 @@ def explore(layer=None, input_shape=None, *, bias=None, budget: int = DEFAULT_BU
     shapes or ``(weight_shape, conv_kwargs)`` pairs; ``None`` is the seed question's
     2x1x2x2 kernel on 1x3x3. ``conv_kwargs`` apply to a single weight or shape, and so
     does ``bias`` (one number per output channel, or one for all; without it the
-    formulas have no bias term).
+    formulas have no bias term). ``x``: the input's numbers (an array of ``input_shape``), which
+    the page shows in the input's cells, with every later neuron's value computed from them
+    (default 1, 2, 3, ..., the input of the seed's answer).
     See :mod:`convmatrix.explorer.models` for how a model becomes a stack.
     """
     if isinstance(layer, (str, os.PathLike)) or type(layer).__name__ == "ModelProto":
@@ -126,9 +132,9 @@ def explore(layer=None, input_shape=None, *, bias=None, budget: int = DEFAULT_BU
         from .models import from_onnx
 
         model = from_onnx(layer, input_shape)
-        return Explorer(model.spec, model.weights, model.biases, budget=budget, max_page_bytes=max_page_bytes)
+        return Explorer(model.spec, model.weights, model.biases, x=x, budget=budget, max_page_bytes=max_page_bytes)
     if layer is None:
-        if input_shape is not None or conv_kwargs or bias is not None:
+        if input_shape is not None or conv_kwargs or bias is not None or x is not None:
             raise ValueError("explore() without a layer shows the seed example; give a layer to set "
                              "input_shape or conv options")
         return Explorer(default_spec(), budget=budget, max_page_bytes=max_page_bytes)
@@ -141,7 +147,7 @@ def explore(layer=None, input_shape=None, *, bias=None, budget: int = DEFAULT_BU
             raise ValueError("bias is for a single weight or weight shape; a module or a list brings its own")
         biases = [_bias_of(bias, kinds[0])]
     spec = kinds if isinstance(kinds, dict) else {"input": input_text, "layers": kinds}
-    return Explorer(spec, weights, biases, budget=budget, max_page_bytes=max_page_bytes)
+    return Explorer(spec, weights, biases, x=x, budget=budget, max_page_bytes=max_page_bytes)
 
 
 def _layers_of(layer, input_shape, conv_kwargs):
