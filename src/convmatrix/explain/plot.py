@@ -50,7 +50,7 @@ EMPTY, READ, BOX = "#F5F5F5", "#E69F00", "#D55E00"
 def _figure(width: float, height: float):
     from .._optional import require
 
-    require("matplotlib", extra="plot", feature="convmatrix's plots")
+    require("matplotlib", extra="plot", feature="plotting")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

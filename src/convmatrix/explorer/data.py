@@ -255,6 +255,7 @@ class Stack:
     model: dict | None = None  # a model's stack: its source, skipped and left-out nodes (models.py)
     x: np.ndarray | None = None  # the input's numbers (default 1, 2, 3, ..., as in the seed's answer)
 
+    @cached_property
     def values(self) -> list[np.ndarray] | None:
         """Every neuron's value, map by map: the input ``x`` (default 1, 2, 3, ...), then
         ``M_l @ values[l] + b_l`` layer by layer. None for a model's stack (its skipped
@@ -344,7 +345,7 @@ class Stack:
                 "values_given": layer.given,
                 "out_channel_rows": prod(g.output_size),
             })
-        values = self.values() or [None] * len(self.maps)
+        values = self.values or [None] * len(self.maps)
         maps = [{"prefix": p, "shape": list(s),
                  "values": [_num(x) for x in v] if v is not None and v.size <= MAX_VALUE_NEURONS else None}
                 for (p, s), v in zip(self.maps, values)]
