@@ -330,10 +330,12 @@ def test_explore_value_errors(call, match):
         call()
 
 
-def test_cli_kernel_page_has_the_numbers(tmp_path):
+def test_cli_kernel_page_has_the_numbers(tmp_path, capsys):
+    from convmatrix.cli import main
+
     out = tmp_path / "sharpen.html"
-    r = cli("3x1x3x3", "1x5x5", "--kernel", "sharpen", "--bias", "1", "-o", str(out))
-    assert r.returncode == 0, r.stderr
+    assert main(["explore", "3x1x3x3", "1x5x5", "--kernel", "sharpen", "--bias", "1", "-o", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: 1x5x5 -> 3x3x3")
     boot = json.loads(out.read_text().split('id="cm-boot">')[1].split("</script>")[0].replace("<\\/", "</"))
     layer = boot["answers"]["summary"]["layers"][0]
     assert layer["values_given"] and layer["kernel"]["values"][:9] == [0, -1, 0, -1, 5, -1, 0, -1, 0]
@@ -347,10 +349,12 @@ def test_cli_kernel_page_has_the_numbers(tmp_path):
     (["3x1x3x3", "1x5x5", "--bias", "1,2"], "--bias needs one number or 3"),
     (["1x6x6", "--layer", "2x1x3x3:stride=x"], "--layer '2x1x3x3:stride=x': stride:"),
 ])
-def test_cli_value_errors_are_one_line(tmp_path, args, match):
-    r = subprocess.run([sys.executable, "-m", "convmatrix", "explore", *args, "-o", "x.html"], capture_output=True,
-                       text=True, env=os.environ, cwd=tmp_path, timeout=120)
-    assert r.returncode == 2 and match in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+def test_cli_value_errors_are_one_line(tmp_path, capsys, args, match):
+    from convmatrix.cli import main
+
+    assert main(["explore", *args, "-o", str(tmp_path / "x.html")]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_cli_and_explorer_do_not_import_each_other():
