@@ -63,11 +63,11 @@ def _figure(width: float, height: float):
 class _Palette:
     """Colours of the stored entries: by kernel entry (names) or by value (numbers)."""
 
-    def __init__(self, names: list[str], values: np.ndarray | None, folded: bool):
+    def __init__(self, names: list[str], values: np.ndarray | None, folded: bool, title: str = "kernel entry"):
         from matplotlib import colormaps
         from matplotlib.colors import Normalize
 
-        self.names, self.values, self.folded = names, values, folded
+        self.names, self.values, self.folded, self.title = names, values, folded, title
         n = len(names)
         if values is not None:
             lo, hi = float(np.min(values)), float(np.max(values))
@@ -109,12 +109,35 @@ class _Palette:
             anchor = axes[-1] if isinstance(axes, list) else axes
             rows = max(1, int(anchor.get_position().height * fig.get_figheight() * 72 * 0.9 // 12))
             anchor.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.03, 1), fontsize=7,
-                          title="kernel entry", title_fontsize=8, ncols=-(-len(handles) // rows), frameon=False)
+                          title=self.title, title_fontsize=8, ncols=-(-len(handles) // rows), frameon=False)
             return
         cb = fig.colorbar(ScalarMappable(self.norm, self.cmap), ax=axes, shrink=0.8, aspect=25)
         ticks = np.unique(np.linspace(0, len(self.names) - 1, min(6, len(self.names))).round().astype(int))
         cb.set_ticks(ticks, labels=[self.names[t] for t in ticks], fontsize=7)
-        cb.set_label("kernel entry (C order)" + ("; black: sum of folded taps" if self.folded else ""), fontsize=8)
+        cb.set_label(self.title + ("; black: sum of folded taps" if self.folded else ""), fontsize=8)
+
+
+def entry_keys(geom) -> tuple[np.ndarray, list[str], str]:
+    """What the colours and labels of a picture name: (key of every weight entry, in the
+    weight's C order; the keys' names; the legend's title).
+
+    Up to 26 kernel entries each is its own key, its letter. Past that the names
+    ``K[u,i,p,q]`` do not fit a cell, so the key is the kernel position alone (``p,q``),
+    the same in every (output, input) channel block; the block lines of the matrix and
+    the panels of a neuron say which channels.
+
+    >>> from convmatrix import ConvGeometry
+    >>> keys, names, title = entry_keys(ConvGeometry.from_args((3, 1, 3, 3), (1, 5, 5)))
+    >>> keys[:10].tolist(), names[:3], title
+    ([0, 1, 2, 3, 4, 5, 6, 7, 8, 0], ['0,0', '0,1', '0,2'], 'kernel entry K[u,i,p,q],\nnamed by p,q')
+    """
+    names = kernel_names(geom.weight_shape)
+    if not names[0].startswith("K["):
+        return np.arange(len(names)), names, "kernel entry"
+    k = geom.kernel_numel
+    spatial = [",".join(map(str, c)) for c in zip(*(a.tolist() for a in np.unravel_index(np.arange(k), geom.kernel_size)))]
+    axes = {1: "q", 2: "p,q"}.get(geom.ndim, "d,p,q")
+    return np.arange(len(names)) % k, spatial, f"kernel entry K[u,i,{axes}],\nnamed by {axes}"
 
 
 def ink(rgba) -> str:
@@ -224,7 +247,7 @@ def plot_matrix(weight, input_shape, *, rows=None, cols=None, annotate: bool | N
             f"the window of M has {len(r)} x {len(c)} cells, more than {MAX_CELLS:,} to draw; "
             "pass rows=(start, stop) and cols=(start, stop) to draw a part of it"
         )
-    names = kernel_names(geom.weight_shape)
+    keys, names, title = entry_keys(geom)
     indptr, indices, tap_ptr, widx = entry_weights(geom, r.start, r.stop)
     entries = []  # (row, col, taps, value) within the window
     for row in range(len(r)):
@@ -232,16 +255,17 @@ def plot_matrix(weight, input_shape, *, rows=None, cols=None, annotate: bool | N
             col = int(indices[e]) - c.start
             if 0 <= col < len(c):
                 taps = sorted(int(t) for t in widx[tap_ptr[e]:tap_ptr[e + 1]])
-                entries.append((row, col, taps, None if values is None else float(values[taps].sum())))
+                value = None if values is None else float(values[taps].sum())
+                entries.append((row, col, [int(keys[t]) for t in taps], value))
     palette = _Palette(names, None if values is None else np.array([e[3] for e in entries] or [0.0]),
-                       folded=any(len(e[2]) > 1 for e in entries))
+                       folded=any(len(e[2]) > 1 for e in entries), title=title)
     image = np.ones((len(r), len(c), 4))
     cells = []
     for row, col, taps, v in entries:
         image[row, col] = palette.entry(taps, v)
         cells.append((row, col, "+".join(names[t] for t in taps) if v is None else number(v), image[row, col]))
     cell = min(0.32, 13 / len(c), 13 / len(r))  # inches: the figure keeps the window's aspect
-    fig = _figure(max(5.0, 2.5 + cell * len(c)), max(3.0, 1.6 + cell * len(r)))
+    fig = _figure(max(5.0, 3.7 + cell * len(c)), max(3.0, 1.6 + cell * len(r)))  # + a legend's width
     ax = fig.add_subplot()
     ax.imshow(image, interpolation="nearest", aspect="equal")
     _boundaries(ax, c, prod(geom.input_size), geom.input_size[-1], vertical=True)
@@ -348,15 +372,12 @@ def plot_neuron(weight, input_shape, index_or_coords, *, bias=None, **conv_kwarg
 
     n = neuron(weight, input_shape, index_or_coords, bias=bias, **conv_kwargs)
     geom = n.geometry
-    names = kernel_names(geom.weight_shape)
-    index_of = {name: k for k, name in enumerate(names)}
-    taps = [[index_of[t] for t in ts] for ts in n.taps]
+    keys, names, title = entry_keys(geom)
+    index_of = {name: k for k, name in enumerate(kernel_names(geom.weight_shape))}
+    taps = [[int(keys[index_of[t]]) for t in ts] for ts in n.taps]
     palette = _Palette(names, None if n.weights is None else np.asarray(n.weights, dtype=float),
-                       folded=any(len(t) > 1 for t in taps))
-    long = n.weights is None and names[0].startswith("K[")
-
-    def short(name: str) -> str:  # K[u,i,p,q] -> p,q (the panel's title says u and i)
-        return ",".join(name[2:-1].split(",")[2:]) if long else name
+                       folded=any(len(t) > 1 for t in taps), title=title)
+    long = n.weights is None and title != "kernel entry"
 
     group = n.coords[0] // geom.out_per_group
     channels = list(range(group * geom.in_per_group, (group + 1) * geom.in_per_group))
@@ -376,7 +397,7 @@ def plot_neuron(weight, input_shape, index_or_coords, *, bias=None, **conv_kwarg
             pos = (0, c[1]) if len(c) == 2 else c[1:]
             rgba = palette.entry(taps[k], None if n.weights is None else n.weights[k])
             image[pos] = rgba
-            text = "+".join(map(short, n.taps[k])) if n.weights is None else number(n.weights[k])
+            text = "+".join(names[t] for t in taps[k]) if n.weights is None else number(n.weights[k])
             cells.append((pos[0], pos[1], text, rgba))
         title = f"input channel {ch}: {len(cells)} read"
         if long and cells:  # every cell of the panel is K[u,i,...] with the same u, i: name the rest
