@@ -243,8 +243,7 @@
     t.hidden = !lettered(L);
     t.textContent = names() ? "matrix: show numbers" : "matrix: show kernel letters";
     const c = $("cells-toggle"), values = S.summary.maps.some((m) => m.values);
-    c.hidden = !values;
-    if (!values) S.cellText = "index";
+    c.hidden = !values; // a model's stack has no values of its own: its neurons show their indices
     c.textContent = S.cellText === "values" ? "neurons: show indices" : "neurons: show values";
   }
 
