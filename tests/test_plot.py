@@ -69,7 +69,7 @@ def drawn_texts(fig):
 
 
 def layout_faults(fig) -> list[str]:
-    """Overlapping texts, texts outside the figure and cell labels outside their axes."""
+    """Overlapping texts, texts outside the figure, cell labels outside their axes or cells."""
     texts = drawn_texts(fig)
     width, height = fig.canvas.get_width_height()
     faults = []
@@ -82,6 +82,10 @@ def layout_faults(fig) -> list[str]:
             b = t.get_window_extent()
             if b.x0 < box.x0 - 0.5 or b.x1 > box.x1 + 0.5 or b.y0 < box.y0 - 0.5 or b.y1 > box.y1 + 0.5:
                 faults.append(f"label outside its axes: {t.get_text()!r}")
+            x, y = t.get_position()  # a cell label sits at its cell's centre: it stays inside the cell
+            (cx0, cy0), (cx1, cy1) = ax.transData.transform([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)])
+            if b.x0 < min(cx0, cx1) or b.x1 > max(cx0, cx1) or b.y0 < min(cy0, cy1) or b.y1 > max(cy0, cy1):
+                faults.append(f"label wider or taller than its cell: {t.get_text()!r}")
     boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for _, b in texts])
     for i in range(len(texts)):
         a = boxes[i]
