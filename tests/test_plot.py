@@ -135,7 +135,9 @@ def test_the_sharpen_matrix_says_what_torch_computes():
     sharpen = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float64)
     K = np.broadcast_to(sharpen, (3, 1, 3, 3)).copy()
     D = dense_by_probing(K, (1, 5, 5))
+    same = convmatrix.plot_matrix((3, 1, 3, 3), (1, 5, 5), weight=K)  # the weight as a keyword: the same picture
     fig = convmatrix.plot_matrix(K, (1, 5, 5))
+    assert [t.get_text() for t in same.axes[0].texts] == [t.get_text() for t in fig.axes[0].texts]
     ax = fig.axes[0]
     labels = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
     assert len(labels) == 27 * 9  # every stored entry (zeros of the kernel included) carries its number
@@ -215,5 +217,7 @@ def test_errors():
         convmatrix.plot_matrix((1, 1, 3, 3), (1, 100, 100))
     with pytest.raises(ValueError, match="only 1-D and 2-D feature maps"):
         convmatrix.plot_neuron((1, 1, 1, 1, 1), (1, 2, 2, 2), 0)
+    with pytest.raises(ValueError, match=r"weight must have weight_shape \(1, 1, 2, 2\), got \(1, 1, 3, 3\)"):
+        convmatrix.plot_matrix((1, 1, 2, 2), (1, 3, 3), weight=np.ones((1, 1, 3, 3)))
     with pytest.raises(TypeError, match="real weights"):
         convmatrix.plot_matrix(np.ones((1, 1, 2, 2), dtype=complex), (1, 3, 3))

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 
-from .options import add_command, add_conv_options, add_layer_arguments, conv_kwargs, index, window
+from . import CLIError
+from .options import (add_command, add_conv_options, add_layer_arguments, add_weight_options, conv_kwargs, index,
+                      layer_values, window)
 
 EPILOG = """\
 examples:
-  convmatrix plot 2x1x2x2 1x3x3 -o seed.png
-      the sparsity pattern of the seed's 8x9 matrix, coloured by kernel entry
+  convmatrix plot 2x1x2x2 1x3x3 -o M.png
+      the sparsity pattern of the 8x9 matrix of a 2x1x2x2 kernel, coloured by kernel entry
   convmatrix plot 3x2x3x3 2x6x6 --padding 1 --padding-mode reflect -o reflect.png
       folded entries (sums) are drawn black
   convmatrix plot 1x1x3x3 1x5x5 --padding 1 --neuron 0,0,0 -o neuron.png
       one output neuron: the inputs it reads and its receptive-field box
+  convmatrix plot 3x1x3x3 1x5x5 --kernel sharpen --rows 0:2 -o rows.png
+      two rows of M with the numbers of a sharpen kernel in the cells
 """
 
 
@@ -29,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--cols", type=window, metavar="A:B", help="draw columns A..B-1 of M only")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the picture to write (.png, .svg, .pdf)")
     p.add_argument("--dpi", type=int, default=100)
+    add_weight_options(p)
     p.set_defaults(func=run)
 
 
@@ -38,10 +43,15 @@ def run(args) -> int:
     matplotlib.use("Agg")  # files only: no display needed
     from ..explain.plot import plot_matrix, plot_neuron
 
+    weight, bias = layer_values(args)
     if args.neuron is not None:
-        fig = plot_neuron(args.weight_shape, args.input_shape, args.neuron, **conv_kwargs(args))
+        layer = args.weight_shape if weight is None else weight
+        fig = plot_neuron(layer, args.input_shape, args.neuron, bias=bias, **conv_kwargs(args))
+    elif bias is not None:
+        raise CLIError("--bias needs --neuron (the picture of M has no bias)")
     else:
-        fig = plot_matrix(args.weight_shape, args.input_shape, rows=args.rows, cols=args.cols, **conv_kwargs(args))
+        fig = plot_matrix(args.weight_shape, args.input_shape, rows=args.rows, cols=args.cols, weight=weight,
+                          **conv_kwargs(args))
     fig.savefig(args.output, dpi=args.dpi)
     print(f"wrote {args.output}")
     return 0

@@ -222,14 +222,16 @@ def _layer(weight, input_shape, conv_kwargs):
     return conv_geometry(values.shape, input_shape, **conv_kwargs), values.reshape(-1)
 
 
-def plot_matrix(weight, input_shape, *, rows=None, cols=None, annotate: bool | None = None, **conv_kwargs):
+def plot_matrix(weight_shape, input_shape, *, rows=None, cols=None, annotate: bool | None = None,
+                weight=None, **conv_kwargs):
     """The matrix M: every stored entry coloured by its kernel entry (or value), with block boundaries.
 
-    ``weight`` is the weight (then the cells carry numbers, coloured by value) or
-    only its shape (then they carry kernel names, coloured by entry; entries where
-    padding folds several taps are black and named as sums). ``rows`` / ``cols``:
-    ``(start, stop)`` windows. ``annotate=False`` leaves every cell unlabelled;
-    otherwise labels are written where they fit their cells.
+    ``weight_shape`` alone: the cells carry kernel names, coloured by entry (entries
+    where padding folds several taps are black and named as sums). With ``weight`` (an
+    array of ``weight_shape``; or the array itself in place of the shape) the cells
+    carry its numbers, coloured by value. ``rows`` / ``cols``: ``(start, stop)``
+    windows. ``annotate=False`` leaves every cell unlabelled; otherwise labels are
+    written where they fit their cells.
 
     >>> fig = plot_matrix((2, 1, 2, 2), (1, 3, 3))
     >>> fig.axes[0].get_title()
@@ -239,7 +241,12 @@ def plot_matrix(weight, input_shape, *, rows=None, cols=None, annotate: bool | N
     """
     from .symbolic import _window
 
-    geom, values = _layer(weight, input_shape, conv_kwargs)
+    if weight is not None:
+        expected = tuple(int(v) for v in np.ravel(weight_shape))
+        if np.shape(weight) != expected:
+            raise ValueError(f"weight must have weight_shape {expected}, got {np.shape(weight)}")
+        weight_shape = weight
+    geom, values = _layer(weight_shape, input_shape, conv_kwargs)
     r = _window("rows", rows, geom.matrix_shape[0])
     c = _window("cols", cols, geom.matrix_shape[1])
     if len(r) * len(c) > MAX_CELLS:
