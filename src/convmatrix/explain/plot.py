@@ -129,7 +129,7 @@ def entry_keys(geom) -> tuple[np.ndarray, list[str], str]:
     >>> from convmatrix import ConvGeometry
     >>> keys, names, title = entry_keys(ConvGeometry.from_args((3, 1, 3, 3), (1, 5, 5)))
     >>> keys[:10].tolist(), names[:3], title
-    ([0, 1, 2, 3, 4, 5, 6, 7, 8, 0], ['0,0', '0,1', '0,2'], 'kernel entry K[u,i,p,q],\nnamed by p,q')
+    ([0, 1, 2, 3, 4, 5, 6, 7, 8, 0], ['0,0', '0,1', '0,2'], 'kernel entry K[u,i,p,q],\\nnamed by p,q')
     """
     names = kernel_names(geom.weight_shape)
     if not names[0].startswith("K["):
