@@ -30,7 +30,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 import convmatrix  # noqa: E402
-from convmatrix.explorer.data import _BLOCK_CACHE, layer_spec  # noqa: E402
+from convmatrix.explorer.data import layer_spec  # noqa: E402
 from convmatrix.explorer import Explorer  # noqa: E402
 from convmatrix.core.pattern import tap_pattern  # noqa: E402
 
@@ -98,8 +98,7 @@ def main() -> None:
         running.stop()
     if not args.no_browser and os.path.exists(CHROMIUM):
         # a fresh server with empty caches, started as `convmatrix explore` starts it
-        tap_pattern.cache_clear()
-        _BLOCK_CACHE.clear()
+        tap_pattern.cache_clear()  # the patterns hold their own block caches
         ex = Explorer(SPEC)
         t = time.perf_counter()
         running = ex.serve(open_browser=False, block=False)

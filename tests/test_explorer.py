@@ -287,3 +287,83 @@ def test_explore_errors(call, match):
 def test_layer_spec_rejects_unknown_options():
     with pytest.raises(TypeError, match="unknown convolution argument 'strides'"):
         layer_spec((1, 1, 3), strides=2)
+
+
+# ------------------------------------------------------------ values and bias
+def test_neuron_values_are_torchs_outputs(rng):
+    """The summary's values: the input's numbers, then each map computed by torch's modules."""
+    layers = [((2, 1, 3, 3), dict(padding=1, padding_mode="reflect")), ((3, 2, 2, 2), dict(stride=2))]
+    weights = [rng.integers(-3, 4, w).astype(np.float64) for w, _ in layers]
+    biases = [rng.integers(-2, 3, w[0]).astype(np.float64) for w, _ in layers]
+    x = rng.integers(-5, 6, (1, 6, 6)).astype(np.float64)
+    spec = {"input": "1x6x6", "layers": [layer_spec(w, **kw) for w, kw in layers]}
+    maps = build_stack(spec, weights, biases, x=x).summary()["maps"]
+    v = torch.as_tensor(x)[None]
+    assert maps[0]["values"] == x.ravel().tolist()
+    for k, ((_, kw), w, b) in enumerate(zip(layers, weights, biases)):
+        with torch.no_grad():
+            v = torch_module(w, bias=b, **kw)(v)
+        assert np.array_equal(maps[k + 1]["values"], v.numpy().ravel())
+    # no input given: 1, 2, 3, ... as in the seed's answer, whose first neuron is 1a + 2b + 4c + 5d = 37
+    seed = build_stack(default_spec()).summary()["maps"]
+    assert seed[0]["values"] == list(range(1, 10)) and seed[1]["values"][:4] == [37, 47, 67, 77]
+
+
+def test_formula_has_a_bias_term_only_with_a_bias():
+    """As `convmatrix neuron` writes it: no `+ bias` without a bias."""
+    plain = convmatrix.explore((2, 1, 2, 2), (1, 3, 3)).stack.neuron("out:0:0:0")
+    cli = convmatrix.neuron((2, 1, 2, 2), (1, 3, 3), 0).formula
+    assert plain["formula"] == "y[out:0:0:0] = a*x[in:0:0:0] + b*x[in:0:0:1] + c*x[in:0:1:0] + d*x[in:0:1:1]"
+    assert "bias" not in cli and "bias" not in plain["formula"] and not plain["formula_values"].endswith("+ 0")
+    with_bias = convmatrix.explore((2, 1, 2, 2), (1, 3, 3), bias=[0.5, -1]).stack.neuron("out:1:0:0")
+    assert with_bias["formula"].endswith(" + bias[1]") and with_bias["formula_values"].endswith(" + -1")
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: convmatrix.explore((2, 1, 2, 2), (1, 3, 3), bias=[1, 2, 3]), "bias needs one number or 2"),
+    (lambda: convmatrix.explore([(2, 1, 3), (2, 2, 3)], (1, 7), bias=1), "bias is for a single weight"),
+    (lambda: convmatrix.explore((2, 1, 2, 2), (1, 3, 3), x=np.ones(8)), "x must have the input's 9 numbers"),
+    (lambda: convmatrix.explore(None, x=np.ones(9)), "without a layer shows the seed example"),
+])
+def test_explore_value_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_cli_kernel_page_has_the_numbers(tmp_path, capsys):
+    from convmatrix.cli import main
+
+    out = tmp_path / "sharpen.html"
+    assert main(["explore", "3x1x3x3", "1x5x5", "--kernel", "sharpen", "--bias", "1", "-o", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: 1x5x5 -> 3x3x3")
+    boot = json.loads(out.read_text().split('id="cm-boot">')[1].split("</script>")[0].replace("<\\/", "</"))
+    layer = boot["answers"]["summary"]["layers"][0]
+    assert layer["values_given"] and layer["kernel"]["values"][:9] == [0, -1, 0, -1, 5, -1, 0, -1, 0]
+    assert boot["answers"]["neurons"]["out:2:0:0"]["formula_values"].endswith(" + 1")
+
+
+@pytest.mark.parametrize("args, match", [
+    (["1x6x6", "--layer", "2x1x3x3", "--kernel", "box"], "--weight, --kernel and --bias are for one layer"),
+    (["--bias", "1"], "--weight, --kernel and --bias need WEIGHT_SHAPE INPUT_SHAPE"),
+    (["3x1x3x3", "1x5x5", "--kernel", "1,2"], "WEIGHT_SHAPE's kernel is 3x3"),
+    (["3x1x3x3", "1x5x5", "--bias", "1,2"], "--bias needs one number or 3"),
+    (["1x6x6", "--layer", "2x1x3x3:stride=x"], "--layer '2x1x3x3:stride=x': stride:"),
+])
+def test_cli_value_errors_are_one_line(tmp_path, capsys, args, match):
+    from convmatrix.cli import main
+
+    assert main(["explore", *args, "-o", str(tmp_path / "x.html")]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_and_explorer_do_not_import_each_other():
+    import pathlib
+    import re
+
+    src = pathlib.Path(convmatrix.__file__).parent
+    for folder, other in (("cli", "explorer"), ("explorer", "cli")):
+        for path in (src / folder).glob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            assert not re.search(rf"^\s*(from|import)\s+(\.\.|convmatrix\.){other}\b", text, re.M), path
+            assert not re.search(rf"^\s*from\s+(\.\.|convmatrix)\s+import\s+.*\b{other}\b", text, re.M), path

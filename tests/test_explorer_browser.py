@@ -17,7 +17,7 @@ import urllib.parse
 import numpy as np
 import pytest
 import torch
-from oracles import torch_module
+from oracles import dense_by_probing, torch_module
 
 import convmatrix
 from convmatrix.explorer.data import layer_spec
@@ -267,3 +267,39 @@ def test_onnx_model_static_page(page, tmp_path):
     summary = page.text_content("#summary")
     assert "Left out" in summary and "(Gemm)" in summary and "(Relu)" in summary and "window pattern" in summary
     assert page.requests == [url] and page.errors == []
+
+
+def test_static_page_numbers_in_cells(page, tmp_path):
+    """The asker's follow-up layer (three sharpen filters, 27 kernel entries) with an input given:
+    the matrix cells carry M's numbers (names in tooltips), every column is drawn, the neuron
+    cells carry the input's numbers and torch's outputs (or their indices, on demand), and a
+    static page shows no control it cannot honour."""
+    sharpen = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float64)
+    K = np.broadcast_to(sharpen, (3, 1, 3, 3)).copy()
+    x = np.arange(25, dtype=np.float64).reshape(1, 5, 5) % 7
+    path = tmp_path / "sharpen.html"
+    convmatrix.explore(K, (1, 5, 5), bias=[0, 1, 2], x=x).save(path)
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-ready]", state="attached")
+    assert page.eval_on_selector_all("#controls input, #controls select", "es => es.filter(e => e.offsetParent).length") == 0
+    assert page.is_hidden("#sparsity") and page.is_hidden("#labels-toggle")  # all of M fits; no letters past 26
+    D = dense_by_probing(K, (1, 5, 5))
+    cells = page.eval_on_selector_all(
+        "#matrix td[data-row]", "es => es.map(e => [+e.dataset.row, +e.dataset.col, e.textContent, e.title])")
+    assert len(cells) == 27 * 9 and len({c for _, c, _, _ in cells}) == 25
+    for r, c, text, title in cells:
+        assert float(text) == D[r, c] and "K[" in title
+    with torch.no_grad():
+        y = torch_module(K, bias=np.array([0.0, 1, 2]))(torch.as_tensor(x)[None])[0].numpy()
+    shown = dict(page.eval_on_selector_all("[data-neuron]", "es => es.map(e => [e.dataset.neuron, e.textContent])"))
+    for flat in range(25):
+        assert float(shown[next(iter(ids("in", (1, 5, 5), [flat])))]) == x.ravel()[flat]
+    for flat in range(27):
+        nid = next(iter(ids("out", (3, 3, 3), [flat])))
+        assert float(shown[nid]) == y.ravel()[flat]
+    page.click("#cells-toggle")
+    assert page.text_content('[data-neuron="out:1:2:0"]') == str(np.ravel_multi_index((1, 2, 0), (3, 3, 3)))
+    hover(page, '[data-neuron="out:1:0:0"]', "out:1:0:0")
+    formula = page.text_content("#formula")
+    assert f" + bias[1]\n" in formula and f" + 1 = {y[1, 0, 0]:g}\n" in formula
+    assert page.errors == []

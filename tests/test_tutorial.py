@@ -76,5 +76,5 @@ def test_tutorial_runs_and_prints_what_it_says(tmp_path):
             assert printed.rstrip("\n") == expected.rstrip("\n"), f"output of\n{code}"
             checked += 1
     assert checked >= 10
-    for name in ("seed-matrix.png", "receptive-field.png", "neuron.png"):
+    for name in ("seed-matrix.png", "receptive-field.png", "neuron.png", "sharpen-matrix.png", "rgb-neuron.png"):
         assert os.path.getsize(tmp_path / "docs" / "img" / name) > 0

@@ -145,3 +145,49 @@ def numbers(text: str, name: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise ValueError(f"{name} is a number or numbers joined by ',' (like 0.5 or 1,-2), got {text!r}") from None
+
+
+# ------------------------------------------------------------------------------ layers
+#: The convolution options a layer text may carry after its weight shape.
+CONV_FIELDS = ("stride", "padding", "dilation", "groups", "padding_mode", "transposed", "output_padding")
+
+
+def layer(text: str) -> tuple[tuple[int, ...], dict]:
+    """One layer of a stack: ``WEIGHT_SHAPE[:option=value...]`` -> (weight shape, conv keywords).
+
+    Options are the conv options (``stride``, ``padding``, ``dilation``, ``groups``,
+    ``padding_mode``, ``output_padding``; ``-`` may stand for ``_``) as ``option=value``, and
+    ``transposed`` alone; a value for several dimensions joins ints with commas.
+
+    >>> layer("4x1x3x3:stride=2,1:padding=same:transposed")
+    ((4, 1, 3, 3), {'stride': (2, 1), 'padding': 'same', 'transposed': True})
+    >>> layer("4x1x3x3:strides=2")
+    Traceback (most recent call last):
+    ...
+    ValueError: options are stride, padding, dilation, groups, padding_mode, transposed, output_padding as option=value ('transposed' alone), got 'strides=2'
+    """
+    head, *opts = text.split(":")
+    kinds = {"stride": int_or_tuple, "padding": padding, "dilation": int_or_tuple, "output_padding": int_or_tuple,
+             "groups": _int, "padding_mode": str}
+    weight_shape, kwargs = shape(head), {}
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        key = key.strip().replace("-", "_")
+        if key == "transposed" and not eq:
+            kwargs["transposed"] = True
+        elif key in kinds and eq:
+            try:
+                kwargs[key] = kinds[key](value.strip())
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        else:
+            raise ValueError(f"options are {', '.join(CONV_FIELDS)} as option=value ('transposed' alone), "
+                             f"got {opt!r}")
+    return weight_shape, kwargs
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected an int, got {text!r}") from None

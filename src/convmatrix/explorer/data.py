@@ -49,8 +49,12 @@ MAX_TERMS = 48
 MAX_KERNEL = 4096
 #: Neurons listed with their kernel entry before lists give only ids.
 MAX_NAMED = 4096
+#: Stored entries of a stack up to which the summary carries every neuron's value (M @ x + b, layer by layer).
+MAX_VALUE_ENTRIES = 4_000_000
+#: Neurons of one map up to which the summary carries their values.
+MAX_VALUE_NEURONS = 65_536
 
-CONV_FIELDS = ("stride", "padding", "dilation", "groups", "padding_mode", "transposed", "output_padding")
+CONV_FIELDS = notation.CONV_FIELDS
 
 
 class SpecError(ValueError):
@@ -150,6 +154,7 @@ class Layer:
     weight: np.ndarray
     bias: np.ndarray
     spec: dict
+    given: bool = False  # the weight was given (else 1, 2, 3, ... standing for the letters)
 
     @property
     def pattern(self):
@@ -245,6 +250,24 @@ class Stack:
     layers: list[Layer]
     budget: int = DEFAULT_BUDGET
     model: dict | None = None  # a model's stack: its source, skipped and left-out nodes (models.py)
+    x: np.ndarray | None = None  # the input's numbers (default 1, 2, 3, ..., as in the seed's answer)
+
+    @cached_property
+    def values(self) -> list[np.ndarray] | None:
+        """Every neuron's value, map by map: the input ``x`` (default 1, 2, 3, ...), then
+        ``M_l @ values[l] + b_l`` layer by layer. None for a model's stack (its skipped
+        element-wise layers would make the numbers not the model's) and for stacks with
+        more than :data:`MAX_VALUE_ENTRIES` stored entries."""
+        if self.model is not None or sum(axis_nnz(lay.geom) for lay in self.layers) > MAX_VALUE_ENTRIES:
+            return None
+        n = prod(self.layers[0].geom.input_shape)
+        v = self.x.reshape(-1) if self.x is not None else np.arange(1, n + 1, dtype=np.float64)
+        out = [v]
+        for lay in self.layers:
+            M = build_csr(lay.weight, lay.geom)
+            v = M @ v + np.repeat(lay.bias, prod(lay.geom.output_size))
+            out.append(v)
+        return out
 
     @property
     def maps(self) -> list[tuple[str, tuple[int, ...]]]:
@@ -316,10 +339,15 @@ class Stack:
                            "values": [_num(v) for v in layer.weight.reshape(-1)]}
                 if layer.weight.size <= MAX_KERNEL else None,
                 "bias": [_num(v) for v in layer.bias],
+                "values_given": layer.given,
                 "out_channel_rows": prod(g.output_size),
             })
-        return {"spec": self.spec, "maps": [{"prefix": p, "shape": list(s)} for p, s in self.maps],
-                "layers": layers, "model": self.model}
+        values = self.values or [None] * len(self.maps)
+        maps = [{"prefix": p, "shape": list(s),
+                 "values": [_num(x) for x in v] if v is not None and v.size <= MAX_VALUE_NEURONS else None}
+                for (p, s), v in zip(self.maps, values)]
+        return {"spec": self.spec, "maps": maps, "layers": layers, "model": self.model,
+                "input_given": self.x is not None}
 
     # ----------------------------------------------------------------- window
     def window(self, layer: int, r0: int, r1: int, c0: int, c1: int, *, limit=MAX_WINDOW) -> dict:
@@ -386,8 +414,10 @@ class Stack:
             out["reads"] = _named(self.neuron_id(k - 1, cols), names, values)
             u = n // lay.pattern.n_positions  # the output channel, whose bias this neuron adds
             out["bias"] = _num(lay.bias[u])
-            out["formula"] = _formula(text, out["reads"], f"bias[{u}]")
-            out["formula_values"] = _formula(text, out["reads"], _fmt(out["bias"]), numbers=True)
+            has_bias = bool(np.any(lay.bias))  # as `convmatrix neuron`: no bias term without a bias
+            out["formula"] = _formula(text, out["reads"], f"bias[{u}]" if has_bias else None)
+            out["formula_values"] = _formula(text, out["reads"], _fmt(out["bias"]) if has_bias else None,
+                                             numbers=True)
         if k < len(self.layers):
             lay = self.layers[k]
             rows = lay.column_rows(n)
@@ -424,11 +454,12 @@ class Stack:
 
 
 # ------------------------------------------------------------------- building
-def build_stack(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_BUDGET) -> Stack:
+def build_stack(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_BUDGET, x=None) -> Stack:
     """Validate a spec (SpecError names the layer and the control) and build its stack.
 
     ``weights[i]`` / ``biases[i]`` give layer i's values when their geometry matches the
     spec's; otherwise the weight is 1, 2, 3, ... (matching the letters) and the bias 0.
+    ``x``, the input's numbers, likewise when its shape is the spec's input shape.
 
     >>> s = build_stack(default_spec())
     >>> s.summary()["layers"][0]["formulas"][0]
@@ -455,14 +486,27 @@ def build_stack(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_
                 control = "weight"
             raise SpecError(str(exc), i, control) from None
         w = weights[i] if weights is not None and i < len(weights) else None
-        w = as_weight_array(w) if w is not None and tuple(np.shape(w)) == geom.weight_shape else \
-            _default_weight(geom.weight_shape)
+        given = w is not None and tuple(np.shape(w)) == geom.weight_shape
+        w = as_weight_array(w) if given else _default_weight(geom.weight_shape)
         b = biases[i] if biases is not None and i < len(biases) else None
         b = np.asarray(b, dtype=np.float64).reshape(-1) if b is not None and np.size(b) == geom.out_channels \
             else np.zeros(geom.out_channels)
-        layers.append(Layer(geom, w, b, _canonical(ls, wshape, kw)))
+        layers.append(Layer(geom, w, b, _canonical(ls, wshape, kw), given))
         shape = geom.output_shape
-    return Stack(layers, budget, model)
+    x = _input_values(x, layers[0].geom.input_shape)
+    return Stack(layers, budget, model, x)
+
+
+def _input_values(x, shape) -> np.ndarray | None:
+    """The input's numbers as float64 when given with the stack's input shape (else None)."""
+    if x is None:
+        return None
+    x = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    if np.iscomplexobj(x) or not np.issubdtype(x.dtype, np.number):
+        raise TypeError(f"x must be real numbers, got dtype {x.dtype}")
+    if x.size != prod(shape):
+        return None  # another geometry (the page's controls changed it): default numbers
+    return x.astype(np.float64).reshape(shape)
 
 
 def _model_notes(model) -> dict | None:
@@ -527,11 +571,12 @@ def _separators(index: np.ndarray, shape, rows_only: bool = False) -> list[int]:
     return sep.tolist()
 
 
-def _formula(target: str, reads: list, bias: str, *, numbers: bool = False) -> str:
-    """``y[out:0:0:0] = a*x[in:0:0:0] + ... + bias[0]``: the neuron as a fully connected unit."""
+def _formula(target: str, reads: list, bias: str | None, *, numbers: bool = False) -> str:
+    """``y[out:0:0:0] = a*x[in:0:0:0] + ... + bias[0]``: the neuron as a fully connected unit
+    (no bias term when ``bias`` is None, as ``convmatrix neuron`` writes it)."""
     terms = [f"{(_fmt(v) if numbers else n)}*x[{i}]" for i, n, v in reads[:MAX_TERMS]]
     more = f" + ... ({len(reads) - MAX_TERMS} more terms)" if len(reads) > MAX_TERMS else ""
-    return f"y[{target}] = " + (" + ".join(terms) or "0") + more + f" + {bias}"
+    return f"y[{target}] = " + (" + ".join(terms) or "0") + more + (f" + {bias}" if bias is not None else "")
 
 
 def _fmt(v) -> str:

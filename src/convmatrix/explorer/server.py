@@ -24,8 +24,8 @@ __all__ = ["create_app", "bind"]
 class _Stacks:
     """Built stacks by spec (a few, most recent kept): a hover must not rebuild the pattern."""
 
-    def __init__(self, weights, biases, budget, size=8):
-        self.weights, self.biases, self.budget, self.size = weights, biases, budget, size
+    def __init__(self, weights, biases, budget, x=None, size=8):
+        self.weights, self.biases, self.budget, self.x, self.size = weights, biases, budget, x, size
         self.cache: OrderedDict[str, Stack] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -35,7 +35,7 @@ class _Stacks:
             if key in self.cache:
                 self.cache.move_to_end(key)
                 return self.cache[key]
-        stack = build_stack(spec, self.weights, self.biases, budget=self.budget)
+        stack = build_stack(spec, self.weights, self.biases, budget=self.budget, x=self.x)
         with self.lock:
             self.cache[key] = stack
             while len(self.cache) > self.size:
@@ -43,13 +43,14 @@ class _Stacks:
         return stack
 
 
-def create_app(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_BUDGET):
-    """The Starlette app serving the explorer of ``spec`` (weights/biases: the given layers' values)."""
+def create_app(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_BUDGET, x=None):
+    """The Starlette app serving the explorer of ``spec`` (weights/biases: the given layers' values;
+    ``x``: the input's numbers)."""
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
-    stacks = _Stacks(weights, biases, budget)
+    stacks = _Stacks(weights, biases, budget, x)
     initial = build_stack(spec, weights, biases, budget=budget).spec  # refuse a bad spec up front
 
     def page(request):

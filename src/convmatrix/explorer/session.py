@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 import threading
+from math import prod
 
 import numpy as np
 
@@ -40,11 +41,14 @@ class Explorer:
     True
     """
 
-    def __init__(self, spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_BUDGET,
+    def __init__(self, spec: dict, weights=None, biases=None, *, x=None, budget: int = DEFAULT_BUDGET,
                  max_page_bytes: int = MAX_PAGE_BYTES):
-        self.stack = build_stack(spec, weights, biases, budget=budget)
+        self.stack = build_stack(spec, weights, biases, budget=budget, x=x)
+        if x is not None and self.stack.x is None:
+            shape = self.stack.layers[0].geom.input_shape
+            raise ValueError(f"x must have the input's {prod(shape)} numbers (shape {shape}), got shape {np.shape(x)}")
         self.spec = self.stack.spec
-        self.weights, self.biases, self.budget = weights, biases, budget
+        self.weights, self.biases, self.budget, self.x = weights, biases, budget, x
         self.max_page_bytes = max_page_bytes
 
     def html(self) -> str:
@@ -62,7 +66,7 @@ class Explorer:
         """The Starlette app (for a server of your own, or Starlette's TestClient)."""
         from .server import create_app
 
-        return create_app(self.spec, self.weights, self.biases, budget=self.budget)
+        return create_app(self.spec, self.weights, self.biases, budget=self.budget, x=self.x)
 
     def serve(self, port: int = 0, *, open_browser: bool = True, block: bool = True):
         """Serve on 127.0.0.1:``port`` (0: a free one). Blocking, or in a thread (returns :class:`Running`)."""
@@ -97,12 +101,15 @@ class Explorer:
         return (f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:760px;'
                 'border:1px solid #ccc" sandbox="allow-scripts"></iframe>')
 
+    def shapes(self) -> str:
+        """The feature maps' shapes from the input up, like ``1x3x3 -> 2x2x2``."""
+        return " -> ".join("x".join(map(str, s)) for _, s in self.stack.maps)
+
     def __repr__(self) -> str:
-        shapes = " -> ".join("x".join(map(str, s)) for _, s in self.stack.maps)
-        return f"<convmatrix.Explorer {shapes}>"
+        return f"<convmatrix.Explorer {self.shapes()}>"
 
 
-def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
+def explore(layer=None, input_shape=None, *, bias=None, x=None, budget: int = DEFAULT_BUDGET,
             max_page_bytes: int = MAX_PAGE_BYTES, **conv_kwargs) -> Explorer:
     """The interactive explorer of a conv layer or a stack (shows itself in Jupyter).
 
@@ -112,7 +119,11 @@ def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
     every input set; the stack stops at a Flatten or Linear head), the path of an ONNX
     file (the same, from its nodes; its input shape is the model's), or a list of weight
     shapes or ``(weight_shape, conv_kwargs)`` pairs; ``None`` is the seed question's
-    2x1x2x2 kernel on 1x3x3. ``conv_kwargs`` apply to a single weight or shape.
+    2x1x2x2 kernel on 1x3x3. ``conv_kwargs`` apply to a single weight or shape, and so
+    does ``bias`` (one number per output channel, or one for all; without it the
+    formulas have no bias term). ``x``: the input's numbers (an array of ``input_shape``), which
+    the page shows in the input's cells, with every later neuron's value computed from them
+    (default 1, 2, 3, ..., the input of the seed's answer).
     See :mod:`convmatrix.explorer.models` for how a model becomes a stack.
     """
     if isinstance(layer, (str, os.PathLike)) or type(layer).__name__ == "ModelProto":
@@ -121,9 +132,9 @@ def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
         from .models import from_onnx
 
         model = from_onnx(layer, input_shape)
-        return Explorer(model.spec, model.weights, model.biases, budget=budget, max_page_bytes=max_page_bytes)
+        return Explorer(model.spec, model.weights, model.biases, x=x, budget=budget, max_page_bytes=max_page_bytes)
     if layer is None:
-        if input_shape is not None or conv_kwargs:
+        if input_shape is not None or conv_kwargs or bias is not None or x is not None:
             raise ValueError("explore() without a layer shows the seed example; give a layer to set "
                              "input_shape or conv options")
         return Explorer(default_spec(), budget=budget, max_page_bytes=max_page_bytes)
@@ -131,8 +142,12 @@ def explore(layer=None, input_shape=None, *, budget: int = DEFAULT_BUDGET,
         raise ValueError("input_shape is required: (channels, *spatial) of the layer's input")
     input_text = "x".join(str(int(s)) for s in input_shape)
     kinds, weights, biases = _layers_of(layer, input_shape, conv_kwargs)
+    if bias is not None:
+        if isinstance(kinds, dict) or len(kinds) != 1 or biases is not None:
+            raise ValueError("bias is for a single weight or weight shape; a module or a list brings its own")
+        biases = [_bias_of(bias, kinds[0])]
     spec = kinds if isinstance(kinds, dict) else {"input": input_text, "layers": kinds}
-    return Explorer(spec, weights, biases, budget=budget, max_page_bytes=max_page_bytes)
+    return Explorer(spec, weights, biases, x=x, budget=budget, max_page_bytes=max_page_bytes)
 
 
 def _layers_of(layer, input_shape, conv_kwargs):
@@ -159,6 +174,18 @@ def _layers_of(layer, input_shape, conv_kwargs):
         return [layer_spec(layer, **conv_kwargs)], None, None
     w = np.asarray(layer.detach().cpu().numpy() if hasattr(layer, "detach") else layer)
     return [layer_spec(w.shape, **conv_kwargs)], [w], None
+
+
+def _bias_of(bias, spec: dict) -> np.ndarray:
+    """One bias per output channel of the layer ``spec`` (a scalar is repeated)."""
+    from .. import notation
+
+    wshape = notation.shape(spec["weight"])
+    channels = wshape[1] * int(spec["groups"]) if spec["transposed"] else wshape[0]
+    b = np.asarray(bias.detach().cpu().numpy() if hasattr(bias, "detach") else bias, dtype=np.float64).reshape(-1)
+    if b.size not in (1, channels):
+        raise ValueError(f"bias needs one number or {channels} (one per output channel), got {b.size}")
+    return np.broadcast_to(b, (channels,)).copy()
 
 
 def _is_module(obj) -> bool:

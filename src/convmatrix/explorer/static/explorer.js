@@ -12,7 +12,7 @@
   const MODES = ["zeros", "reflect", "replicate", "circular"];
 
   const S = {
-    spec: BOOT.spec, summary: null, layer: 0, labels: "names",
+    spec: BOOT.spec, summary: null, layer: 0, labels: null, cellText: null,
     view: null, win: null, chan0: {}, depth: {}, cells: new Map(),
     token: 0, lit: [], labelled: [], current: null, pinned: null, cache: new Map(),
   };
@@ -31,7 +31,15 @@
     return e;
   }
   const fmt = (v) => (v == null ? "" : Number.isInteger(v) ? String(v) : Number(v).toPrecision(3));
-  const label = (name, value) => (S.labels === "names" ? name : fmt(value));
+  // Letters name the kernel entries up to 26 of them; past that (K[u,i,p,q]) cells carry numbers
+  // and the names go into tooltips.
+  const lettered = (L) => L.weight_shape.reduce((a, b) => a * b, 1) <= 26;
+  const names = () => S.labels === "names" && lettered(S.summary.layers[S.layer]);
+  const label = (name, value) => (names() ? name : fmt(value));
+  // What a feature-map cell says: the neuron's value (input numbers, computed outputs) or its index.
+  function cellLabel(m, flat) {
+    return S.cellText === "values" && m.values ? fmt(m.values[flat]) : String(flat);
+  }
 
   // ------------------------------------------------------------------ the API
   async function api(kind, params = {}, spec = S.spec) {
@@ -91,11 +99,13 @@
   function renderControls(spec) {
     const form = $("controls");
     form.replaceChildren();
+    form.hidden = STATIC; // a static page answers one geometry: no control it cannot honour
+    if (STATIC) return;
     const ctl = (layer, field, input, title) =>
       el("span", { class: "ctl" }, el("label", { text: title }, input),
         el("span", { class: "err", "data-err": `${layer}:${field}` }));
     const text = (layer, field, value) =>
-      el("input", { type: "text", name: `${layer}:${field}`, value: String(value), disabled: STATIC });
+      el("input", { type: "text", name: `${layer}:${field}`, value: String(value) });
     form.append(ctl(0, "input", text(0, "input", spec.input), "input shape (C x spatial)"));
     spec.layers.forEach((ls, i) => {
       const fs = el("fieldset", {}, el("legend", { text: spec.layers.length > 1 ? `layer ${i + 1}` : "layer" }));
@@ -104,20 +114,18 @@
       for (const f of ["stride", "padding", "dilation", "groups", "output_padding"]) {
         fs.append(ctl(i, f, text(i, f, ls[f]), f.replace("_", " ")));
       }
-      const sel = el("select", { name: `${i}:padding_mode`, disabled: STATIC });
+      const sel = el("select", { name: `${i}:padding_mode` });
       for (const m of MODES) sel.append(el("option", { value: m, text: m, selected: m === ls.padding_mode }));
       fs.append(ctl(i, "padding_mode", sel, "padding mode"));
       fs.append(ctl(i, "transposed",
-        el("input", { type: "checkbox", name: `${i}:transposed`, checked: !!ls.transposed, disabled: STATIC }),
+        el("input", { type: "checkbox", name: `${i}:transposed`, checked: !!ls.transposed }),
         "transposed"));
       form.append(fs);
     });
-    if (!STATIC) {
-      form.append(el("span", { class: "ctl" },
-        el("button", { type: "button", id: "add-layer", text: "+ layer", onclick: addLayer }),
-        el("button", { type: "button", id: "remove-layer", text: "\u2212 layer", onclick: removeLayer,
-          disabled: spec.layers.length < 2 })));
-    }
+    form.append(el("span", { class: "ctl" },
+      el("button", { type: "button", id: "add-layer", text: "+ layer", onclick: addLayer }),
+      el("button", { type: "button", id: "remove-layer", text: "\u2212 layer", onclick: removeLayer,
+        disabled: spec.layers.length < 2 })));
   }
 
   function readControls() {
@@ -175,11 +183,15 @@
     S.summary = summary;
     S.cache.clear();
     S.layer = Math.min(S.layer, summary.layers.length - 1);
+    // numbers when the layer's values were given, letters (like the seed's answer) otherwise
+    if (S.labels === null) S.labels = summary.layers.some((L) => L.values_given) ? "numbers" : "names";
+    if (S.cellText === null) S.cellText = "values";
     S.view = null; S.chan0 = {}; S.depth = {}; S.current = null; S.pinned = null;
     if (rebuildControls) renderControls(S.spec);
     if (!STATIC) history.replaceState(null, "", `?spec=${encodeURIComponent(JSON.stringify(S.spec))}`);
     renderSummary();
     renderLayerPick();
+    renderToggles();
     renderMaps();
     renderKernel();
     try {
@@ -225,6 +237,16 @@
       : "served: edit the controls to change the layer";
   }
 
+  function renderToggles() {
+    const L = S.summary.layers[S.layer];
+    const t = $("labels-toggle");
+    t.hidden = !lettered(L);
+    t.textContent = names() ? "matrix: show numbers" : "matrix: show kernel letters";
+    const c = $("cells-toggle"), values = S.summary.maps.some((m) => m.values);
+    c.hidden = !values; // a model's stack has no values of its own: its neurons show their indices
+    c.textContent = S.cellText === "values" ? "neurons: show indices" : "neurons: show values";
+  }
+
   function renderLayerPick() {
     const sel = $("layer-select");
     sel.replaceChildren();
@@ -252,6 +274,21 @@
     const c0 = Math.min(S.chan0[k] || 0, C - 1);
     const depth = nd === 3 ? Math.min(S.depth[k] || 0, sp[0] - 1) : null;
     const cell = Math.max(5, Math.min(34, Math.floor(420 / Math.max(cols, 1))));
+    const chanSize = per * (nd === 3 ? sp[0] : 1), off = nd === 3 ? depth * per : 0;
+    const flatOf = (c, i, j) => c * chanSize + off + i * cols + j;
+    const cEnd = Math.min(C, c0 + nshow);
+    // cells wide enough for their labels (while the grid stays within about 640px), else no text
+    let width = cell, texts = false;
+    if (cell >= 14) {
+      let longest = 1;
+      for (let c = c0; c < cEnd; c++) {
+        for (let i = 0; i < rows; i++) {
+          for (let j = 0; j < cols; j++) longest = Math.max(longest, cellLabel(m, flatOf(c, i, j)).length);
+        }
+      }
+      const w = Math.max(cell, Math.ceil(6.7 * longest + 6));
+      if (w * cols <= 640) { width = w; texts = true; }
+    }
     const sec = el("div", { class: "map", "data-map": m.prefix });
     const title = el("h3", { text: `${m.prefix}: ${m.shape.join("x")}` });
     sec.append(title);
@@ -266,13 +303,16 @@
       title.append(el("span", { class: "more", text: ` depth ${depth} ` }), sl);
     }
     const chans = el("div", { class: "channels" });
-    for (let c = c0; c < Math.min(C, c0 + nshow); c++) {
-      const g = el("div", { class: "grid", style: `grid-template-columns: repeat(${cols}, ${cell}px); --cell:${cell}px` });
+    for (let c = c0; c < cEnd; c++) {
+      const g = el("div", { class: "grid",
+        style: `grid-template-columns: repeat(${cols}, ${width}px); --cell:${cell}px; --cw:${width}px` });
       for (let i = 0; i < rows; i++) {
         for (let j = 0; j < cols; j++) {
           const pos = nd === 1 ? [j] : nd === 2 ? [i, j] : [depth, i, j];
-          const id = `${m.prefix}:${c}:${pos.join(":")}`;
-          const d = el("div", { class: "cell", "data-neuron": id, title: id });
+          const id = `${m.prefix}:${c}:${pos.join(":")}`, flat = flatOf(c, i, j);
+          const value = m.values ? ` = ${fmt(m.values[flat])}` : "";
+          const d = el("div", { class: "cell", "data-neuron": id, title: `${id} (neuron ${flat})${value}`,
+            text: texts ? cellLabel(m, flat) : "" });
           S.cells.set(id, d);
           g.append(d);
         }
@@ -309,6 +349,7 @@
         const g = el("div", { class: "kgrid", style: `grid-template-columns: repeat(${cols}, auto)`, title: `K[${a},${b}]` });
         for (let t = 0; t < rows * cols; t++, flat++) {
           g.append(el("div", { class: "kcell", "data-kernel": L.kernel.names[flat],
+            title: `${L.kernel.names[flat]} = ${fmt(L.kernel.values[flat])}`,
             text: label(L.kernel.names[flat], L.kernel.values[flat]) }));
         }
         wrap.append(el("div", {}, el("div", { class: "chan-title", text: `[${a},${b}]` }), g));
@@ -324,13 +365,22 @@
     if (!S.view) S.view = { r0: 0, r1: R, c0: 0, c1: C };
     if (!S.win || S.win.layer !== S.layer) S.win = { layer: S.layer, r0: 0, c0: 0 };
     const w = windowRange();
+    // the cells are the main view; the sparsity image only helps to move them over a larger matrix
+    const fits = R <= WIN.rows && C <= WIN.cols;
+    for (const id of ["sparsity-wrap", "zoom-in", "zoom-out", "zoom-reset", "paging"]) $(id).hidden = fits;
     const [sp, win] = await Promise.all([
-      api("sparsity", { layer: S.layer, ...S.view, h: 256, w: 256 }),
+      fits ? null : api("sparsity", { layer: S.layer, ...S.view, h: 256, w: 256 }),
       api("window", { layer: S.layer, ...w }),
     ]);
-    drawSparsity(sp, w);
+    if (sp) drawSparsity(sp, w);
     drawWindow(win);
     relight();
+  }
+
+  // Move the window of cells by a whole window (clamped to the matrix).
+  function page(dr, dc) {
+    S.win.r0 += dr * WIN.rows; S.win.c0 += dc * WIN.cols;
+    renderMatrix().catch(showError);
   }
 
   function windowRange() {
@@ -369,7 +419,8 @@
 
   function drawWindow(win) {
     S.winData = win;
-    const t = el("table");
+    // a small matrix is drawn large: it is the main view
+    const t = el("table", { class: win.c1 - win.c0 <= 16 && win.r1 - win.r0 <= 16 ? "large" : "" });
     const head = el("tr", {}, el("th"));
     for (let c = win.c0; c < win.c1; c++) {
       const s = win.col_sep[c - win.c0];
@@ -395,7 +446,9 @@
       t.append(tr);
     }
     $("matrix").replaceChildren(t);
-    $("window-info").textContent = `cells: rows ${win.r0}\u2013${win.r1 - 1}, columns ${win.c0}\u2013${win.c1 - 1}`;
+    const [R, C] = S.summary.layers[S.layer].matrix_shape;
+    $("window-info").textContent = `M is ${R} x ${C}; cells: rows ${win.r0}\u2013${win.r1 - 1}, ` +
+      `columns ${win.c0}\u2013${win.c1 - 1}` + (names() ? "" : "; point at an entry for its kernel entry");
   }
 
   function zoom(factor, cy, cx) {
@@ -477,11 +530,14 @@
     // kernel entries in use: their own class, so that `active` marks only neurons and matrix entries
     for (const k of document.querySelectorAll(".kcell")) if (used.has(k.dataset.kernel)) { k.classList.add("used"); S.lit.push(k); }
     const f = $("formula");
+    const values = S.summary.maps[ans.map].values;
+    const value = values ? ` = ${fmt(values[ans.index])}` : "";
     if (ans.formula) {
-      f.textContent = `${S.labels === "names" ? ans.formula : ans.formula_values}\n\n` +
-        `${ans.id} reads ${reads.length} neuron(s)` + (feeds.length ? `, feeds ${feeds.length}.` : ".");
+      f.textContent = `${ans.formula}\n${ans.formula_values}${value}\n\n` +
+        `${ans.id} (row ${ans.index} of M) reads ${reads.length} neuron(s)` +
+        (feeds.length ? `, feeds ${feeds.length}.` : ".");
     } else {
-      f.textContent = `${ans.id} is read by ${feeds.length} neuron(s):\n` +
+      f.textContent = `x[${ans.id}]${value} (column ${ans.index} of M) is read by ${feeds.length} neuron(s):\n` +
         feeds.slice(0, 64).map(([nid, name, v]) => `  ${label(name, v)} -> ${nid}`).join("\n") +
         (feeds.length > 64 ? `\n  ... ${feeds.length - 64} more` : "");
     }
@@ -548,12 +604,12 @@
 
   // The box is drawn over the grid's last two (or one) spatial axes.
   function placeBox(box, b) {
-    const grid = box.parentElement, first = grid.firstElementChild;
-    const cell = first.getBoundingClientRect().width + 1;
+    const grid = box.parentElement, r = grid.firstElementChild.getBoundingClientRect();
+    const cw = r.width + 1, ch = r.height + 1;
     const n = b.lo.length, [i0, i1] = n === 1 ? [0, 0] : [b.lo[n - 2], b.hi[n - 2]];
     const [j0, j1] = [b.lo[n - 1], b.hi[n - 1]];
-    Object.assign(box.style, { display: "block", left: `${j0 * cell - 1}px`, top: `${i0 * cell - 1}px`,
-      width: `${(j1 - j0 + 1) * cell - 1}px`, height: `${(i1 - i0 + 1) * cell - 1}px` });
+    Object.assign(box.style, { display: "block", left: `${j0 * cw - 1}px`, top: `${i0 * ch - 1}px`,
+      width: `${(j1 - j0 + 1) * cw - 1}px`, height: `${(i1 - i0 + 1) * ch - 1}px` });
   }
 
   // ------------------------------------------------------------------ events
@@ -571,13 +627,20 @@
   $("controls").addEventListener("submit", (ev) => { ev.preventDefault(); apply(readControls()); });
   $("layer-select").onchange = (ev) => {
     S.layer = +ev.target.value; S.view = null; S.win = null;
-    renderKernel(); renderMatrix().catch(showError);
+    renderToggles(); renderKernel(); renderMatrix().catch(showError);
   };
-  $("labels-toggle").onclick = (ev) => {
-    S.labels = S.labels === "names" ? "numbers" : "names";
-    ev.target.textContent = S.labels === "names" ? "show numbers" : "show kernel letters";
-    renderKernel(); drawWindow(S.winData); relight();
+  $("labels-toggle").onclick = () => {
+    S.labels = names() ? "numbers" : "names";
+    renderToggles(); renderKernel(); drawWindow(S.winData); relight();
   };
+  $("cells-toggle").onclick = () => {
+    S.cellText = S.cellText === "values" ? "index" : "values";
+    renderToggles(); renderMaps(); relight();
+  };
+  $("page-up").onclick = () => page(-1, 0);
+  $("page-down").onclick = () => page(1, 0);
+  $("page-left").onclick = () => page(0, -1);
+  $("page-right").onclick = () => page(0, 1);
   $("zoom-in").onclick = () => zoom(0.5);
   $("zoom-out").onclick = () => zoom(2);
   $("zoom-reset").onclick = () => { S.view = null; renderMatrix().catch(showError); };
