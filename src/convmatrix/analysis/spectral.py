@@ -31,6 +31,7 @@ both numbers side by side.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from math import ceil, prod
 
@@ -52,6 +53,9 @@ __all__ = [
     "kernel_norm_vs_layer_norm",
     "plot_spectrum",
     "is_block_circulant",
+    "cost_estimate",
+    "CostEstimate",
+    "reshaped_kernel_norm",
 ]
 
 #: Default ceiling on the dense matrix of a dense SVD (bytes, float64/complex128).
@@ -264,7 +268,7 @@ def _lanczos_top(op: spla.LinearOperator, k: int, progress: bool | None) -> np.n
     smaller Gram matrix, to :data:`_LANCZOS_TOL`; ``progress`` counts the products with it."""
     n = min(op.shape)
     what = "spectral norm" if k == 1 else f"top {k} singular values"
-    with progress_bar(None, f"{what}: products with the Gram matrix", show=progress, unit="product") as bar:
+    with progress_bar(None, f"{what} (Lanczos)", show=progress, unit="product") as bar:
         lam = spla.eigsh(_gram_operator(op, bar), k=k, which="LA", tol=_LANCZOS_TOL,
                          v0=_start_vector(n, op.dtype), ncv=min(n, max(2 * k + 1, 20)), maxiter=100_000,
                          return_eigenvectors=False)
@@ -300,6 +304,84 @@ def _check_dense(geom, w, max_bytes, what: str) -> None:
 
 def _dense_singular_values(w, geom) -> np.ndarray:
     return np.linalg.svd(build_csr(w, geom).toarray(), compute_uv=False)
+
+
+# ------------------------------------------------------------------ cost estimate
+@dataclass(frozen=True)
+class CostEstimate:
+    """What an exact computation will cost, known before it runs (see :func:`cost_estimate`)."""
+
+    route: str  #: "FFT", "dense SVD" or "Lanczos"
+    products: int  #: Lanczos: typical number of products with the Gram matrix (0 for the other routes)
+    seconds_per_product: float  #: Lanczos: measured time of one product (0.0 for the other routes)
+
+    @property
+    def seconds(self) -> float:
+        """Estimated seconds of the Lanczos products (0.0 for the other routes)."""
+        return self.products * self.seconds_per_product
+
+    def __str__(self) -> str:
+        if self.route != "Lanczos":
+            return self.route
+        return (f"Lanczos: about {self.products} products with M^H M (typically half to twice that) "
+                f"of {self.seconds_per_product:.3g} s each, about {_duration(self.seconds)}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.1f} h"
+
+
+def _route(w: np.ndarray, geom: ConvGeometry, k: int | None, max_bytes=None) -> str:
+    """Which exact route :func:`singular_values` takes for the top ``k`` (``None``: all of them)."""
+    if _circulant_axes(geom) is not None:
+        return "FFT"
+    n_sv = min(geom.matrix_shape)
+    limit = min(DENSE_MAX_BYTES if max_bytes is None else int(max_bytes), available_memory())
+    if k is None or (_dense_bytes(geom, w) <= limit and (n_sv <= 2000 or k >= n_sv // 2)):
+        return "dense SVD"
+    return "Lanczos"
+
+
+def _product_seconds(w: np.ndarray, geom: ConvGeometry) -> float:
+    """Seconds of one product with ``M^H M``: timed on the same kernels over a grid of at most
+    16 positions per axis, scaled by the number of positions (the work is linear in them)."""
+    small = replace(geom, input_size=tuple(min(n, 16) for n in geom.input_size))
+    if min(small.output_size, default=1) < 1:
+        small = geom
+    positions = (lambda g: prod(g.input_size if g.transposed else g.output_size))
+    op = ConvOperator(w, small)
+    x = _start_vector(op.shape[1], op.dtype)
+    best = float("inf")
+    for _ in range(3):  # the first call warms caches; the best of the rest counts
+        t = time.perf_counter()
+        op.rmatvec(op.matvec(x))
+        best = min(best, time.perf_counter() - t)
+    return best * positions(geom) / max(positions(small), 1)
+
+
+@single_threaded
+def cost_estimate(weight, input_shape, *, k: int = 1, **conv_kwargs) -> CostEstimate:
+    """The route and, for Lanczos, the estimated time of ``singular_values(..., k=k)``
+    (or of :func:`spectral_norm` with ``k=1``), in well under a second.
+
+    The time of one product with ``M^H M`` is measured on the same kernels over a small
+    grid and scaled to the layer's; the number of products is typical of Lanczos on conv
+    layers (about ``120 + 30 k``; clustered top singular values need more).
+
+    >>> import numpy as np
+    >>> W = np.random.default_rng(0).standard_normal((8, 8, 3, 3))
+    >>> cost_estimate(W, (8, 16, 16), padding=1, padding_mode="circular").route
+    'FFT'
+    >>> e = cost_estimate(W, (8, 64, 64), padding=1)
+    >>> e.route, e.products, e.seconds > 0
+    ('Lanczos', 150, True)
+    """
+    w, geom = _prepare(weight, input_shape, conv_kwargs)
+    route = _route(w, geom, k)
+    if route != "Lanczos":
+        return CostEstimate(route, 0, 0.0)
+    return CostEstimate(route, 120 + 30 * k, _product_seconds(w, geom))
 
 
 # -------------------------------------------------------------------- public API
@@ -370,9 +452,7 @@ def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int
         _check_dense(geom, w, max_bytes, "singular_values(k=None)")
         return _dense_singular_values(w, geom)
     # Small enough: a dense SVD is exact and faster than ARPACK.
-    dense_ok = _dense_bytes(geom, w) <= min(DENSE_MAX_BYTES if max_bytes is None else int(max_bytes),
-                                             available_memory())
-    if dense_ok and (n_sv <= 2000 or k >= n_sv // 2):
+    if _route(w, geom, k, max_bytes) == "dense SVD":
         return _dense_singular_values(w, geom)[:k]
     if k >= n_sv:
         raise ValueError(
@@ -460,7 +540,7 @@ def _krylov_lower_bound(op: spla.LinearOperator, steps: int, progress: bool | No
     Y = np.zeros((steps, op.shape[0]), dtype=op.dtype)
     x = _start_vector(n, op.dtype)
     used = 0
-    with progress_bar(steps, "lower bound: power-iteration steps", show=progress) as bar:
+    with progress_bar(steps, "bracket: power iteration", show=progress) as bar:
         for j in range(steps):
             for _ in range(2):  # twice is enough (Kahan's rule)
                 x = x - Q[:j].T @ (Q[:j].conj() @ x)
@@ -677,9 +757,21 @@ def kernel_norm_vs_layer_norm(weight, input_shape, **conv_kwargs) -> KernelVsLay
     (3.0, 9.0)
     """
     w, geom = _prepare(weight, input_shape, conv_kwargs)
-    dim = 1 if geom.transposed else 0  # torch's spectral_norm uses dim=1 for ConvTranspose
-    mat = np.moveaxis(w, dim, 0).reshape(w.shape[dim], -1)
-    return KernelVsLayerNorm(float(np.linalg.norm(mat, 2)), spectral_norm(weight, input_shape, **conv_kwargs))
+    return KernelVsLayerNorm(reshaped_kernel_norm(w, transposed=geom.transposed),
+                             spectral_norm(weight, input_shape, **conv_kwargs))
+
+
+def reshaped_kernel_norm(weight, *, transposed: bool = False) -> float:
+    """The number ``torch.nn.utils.spectral_norm`` divides by: the largest singular value of
+    ``weight.reshape(C_out, -1)`` (``dim=1`` first for a transposed layer's weight, as torch does).
+
+    >>> import numpy as np
+    >>> reshaped_kernel_norm(np.ones((1, 1, 3, 3)))
+    3.0
+    """
+    w = as_weight_array(weight)
+    dim = 1 if transposed else 0
+    return float(np.linalg.norm(np.moveaxis(w, dim, 0).reshape(w.shape[dim], -1), 2))
 
 
 # ------------------------------------------------------------------------ plot
