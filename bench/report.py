@@ -19,6 +19,8 @@ TARGETS = {
     "peak_vs_result": 1.5,
     "vs_sparse_convolution": 10.0,
     "vs_jacrev": 300.0,
+    "spectral_norm_vs_power": 1.0,
+    "top5_vs_power": 2.0,
 }
 
 
@@ -161,6 +163,57 @@ def target_section(results: list[BuildResult]) -> list[str]:
     return lines + [""]
 
 
+def spectral_section(res) -> list[str]:
+    """The spectral case: exact norm and top 5 against torch power iteration, per load condition."""
+    if res is None:
+        return []
+    stat = _stat()
+    lines = [
+        "## Spectral norm: exact, against power iteration, whatever the threads",
+        "",
+        f"{res.layer}: `spectral_norm` (exact to 1e-6) and `singular_values(k=5)` against {res.power_steps} "
+        "power-iteration steps with torch's `conv2d` + `conv_transpose2d` (float64), timed interleaved "
+        f"({stat}s). *all BLAS on 1 thread* is what `OMP_NUM_THREADS=1` gives; *x anchor* = time / the "
+        "faster of the two torch anchors in the same condition; *one core busy*: another process spins on "
+        "one core throughout.",
+        "",
+        "| condition | contender | time | x anchor | value |",
+        "|---|---|---:|---:|---:|",
+    ]
+    value = {"spectral_norm": res.values.get("spectral_norm"), "singular_values(k=5)":
+             res.values.get("singular_values(k=5)"), res.ANCHORS[0]: res.values.get("power")}
+    for cond, times in res.conditions.items():
+        anchor, _ = res.anchor(cond, harness.STAT)
+        for name, t in times.items():
+            v = value.get(name)
+            mark = " (anchor)" if name == anchor else ""
+            lines.append(f"| {cond} | {name}{mark} | {fmt_s(t[harness.STAT])} | {res.ratio(cond, name, harness.STAT):.2f} "
+                         f"| {'' if v is None else f'{v:.9f}'} |")
+    return lines + [""]
+
+
+def spectral_targets(res) -> list[str]:
+    if res is None:
+        return ["- spectral norm vs power iteration: not measured in this run"]
+    out = []
+
+    def verdict(ok):
+        return "met" if ok else "**missed**"
+
+    for name, key in (("spectral_norm", "spectral_norm_vs_power"), ("singular_values(k=5)", "top5_vs_power")):
+        limit = TARGETS[key]
+        worst = max(res.ratio(c, name, harness.STAT) for c in res.conditions)
+        busy = res.ratio("one core busy", name, harness.STAT)
+        out.append(f"- `{name}` of {res.layer} <= {limit:g}x {res.power_steps} torch power-iteration steps (the "
+                   f"faster anchor), default threads: {busy:.2f}x with one core busy, worst {worst:.2f}x - "
+                   f"{verdict(worst <= limit)}")
+    for cond in res.conditions:
+        t = res.conditions[cond]
+        r = t["spectral_norm"][harness.STAT] / t["spectral_norm, all BLAS on 1 thread"][harness.STAT]
+        out.append(f"- default threads vs all BLAS on one thread ({cond}): {r:.2f}x")
+    return out
+
+
 GAPS = (
     "What limits the missed targets: sparse-convolution's own case is a small matrix (13 MB), where "
     "about half of our time is the kernel zeroing fresh pages for the result and about 1.5 ms is Python "
@@ -172,7 +225,7 @@ GAPS = (
 )
 
 
-def readme_section(info: dict, command: str, builds, products) -> str:
+def readme_section(info: dict, command: str, builds, products, spectral=None) -> str:
     """The README's benchmark section, from one run's results."""
     stat = "best" if harness.STAT == "best" else "median"
     lines = [
@@ -199,11 +252,12 @@ def readme_section(info: dict, command: str, builds, products) -> str:
         "### Targets",
         "",
     ]
-    lines += target_section(builds)[2:]
+    lines += target_section(builds)[2:-1] + spectral_targets(spectral) + [""]
     lines += [GAPS, ""]
     lines += ["### Building"] + build_section(builds)[1:]
     lines += ["### Against the anchors"] + anchor_section(builds)[1:]
     lines += (["### Using the matrix"] + matmul_section(products)[1:]) if products else []
+    lines += (["### Spectral norm"] + spectral_section(spectral)[1:]) if spectral else []
     return "\n".join(lines)
 
 
