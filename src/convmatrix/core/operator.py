@@ -7,11 +7,16 @@ methods (``scipy.sparse.linalg.svds``, ``lsqr``, ``cg``, power iteration) need
 nothing more. NumPy and SciPy only.
 
 This is the library's second, independent path to the layer (it never touches
-the tap pattern): a convolution is computed tap by tap as a shifted, strided
-view of the padded input times one ``(C_out/g, C_in/g)`` weight matrix per group,
-and its adjoint scatters the same products back. Padding modes pad by gathering
-``x`` at the positions ``np.pad`` would copy (so the adjoint sums them back), and
-a transposed convolution is the adjoint's scatter run forwards.
+the tap pattern): for a range of output rows at a time, the kernel windows of the
+padded input (a strided view) are gathered into columns and multiplied by the
+weight as one ``(C_out/g, C_in/g * K)`` matrix per group; the adjoint multiplies by
+its transpose and adds each tap's share back onto its window. Padding modes pad by
+gathering ``x`` at the positions ``np.pad`` would copy (so the adjoint sums them
+back), and a transposed convolution is the adjoint's scatter run forwards.
+
+Threads: every product runs on one BLAS thread (:mod:`convmatrix.core.threads`);
+an application of more than about 1e8 multiply-adds is split into pieces (row
+ranges, or channel ranges for the scatter) on threads of its own.
 """
 
 from __future__ import annotations
@@ -52,6 +57,15 @@ def _row_chunks(rows: int, bytes_per_row: int) -> list[tuple[int, int]]:
     """Ranges of output rows (first spatial axis) of about ``_CHUNK_BYTES`` each."""
     step = max(1, _CHUNK_BYTES // max(bytes_per_row, 1))
     return [(r, min(rows, r + step)) for r in range(0, rows, step)]
+
+
+def _tap_window(tap, rows, out_size, stride, dilation) -> tuple[slice, ...]:
+    """The positions ``o*stride + tap*dilation`` that ``tap`` reads (or writes) for output rows
+    ``rows = (r0, r1)`` of the first axis and every position of the others."""
+    first = (rows[0],) + (0,) * (len(tap) - 1)
+    stop = (rows[1],) + tuple(out_size[1:])
+    return tuple(slice(t * d + a * s, t * d + (z - 1) * s + 1, s)
+                 for t, d, s, a, z in zip(tap, dilation, stride, first, stop))
 
 
 def _run(pieces, fn, work: int) -> None:
@@ -117,13 +131,11 @@ def _scatter(src, mats, kernel_size, buf_size, stride, dilation):
         c0, c1 = channels
         part = mats[:, c0 * K : c1 * K]
         for r0, r1 in _row_chunks(out_size[0], b * g * (c1 - c0) * K * per_row * dst.itemsize):
-            prod_ = (part @ flat[..., r0 * per_row : r1 * per_row]).reshape(
+            share = (part @ flat[..., r0 * per_row : r1 * per_row]).reshape(
                 b, g, c1 - c0, K, r1 - r0, *out_size[1:])
             for j, tap in enumerate(taps):
-                where = tuple(slice(t * d + r * s, t * d + (n - 1) * s + 1, s)
-                              for t, d, s, r, n in zip(tap, dilation, stride, (r0,) + (0,) * (len(tap) - 1),
-                                                       (r1,) + tuple(out_size[1:])))
-                dst[(slice(None), slice(None), slice(c0, c1), *where)] += prod_[:, :, :, j]
+                window = _tap_window(tap, (r0, r1), out_size, stride, dilation)
+                dst[(slice(None), slice(None), slice(c0, c1), *window)] += share[:, :, :, j]
 
     _run(blocks, piece, b * mats.size * n_out)
     return dst
