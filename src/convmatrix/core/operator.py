@@ -94,10 +94,11 @@ def _correlate(src, mats, kernel_size, out_size, stride, dilation):
         return dst.reshape(b, g, c_dst, *out_size)
     win = _windows(src, kernel_size, out_size, stride, dilation)
     per_row = n_out // out_size[0]
+    first_out_axis = (slice(None),) * (3 + len(out_size))
 
     def piece(rows):
         r0, r1 = rows
-        cols = win[(slice(None),) * (3 + len(out_size)) + (slice(r0, r1),)].reshape(b, g, mats.shape[2], (r1 - r0) * per_row)
+        cols = win[first_out_axis + (slice(r0, r1),)].reshape(b, g, mats.shape[2], (r1 - r0) * per_row)
         dst[..., r0 * per_row : r1 * per_row] = mats @ cols
 
     chunks = _row_chunks(out_size[0], b * g * mats.shape[2] * per_row * src.itemsize)
