@@ -187,7 +187,8 @@ def spectral_section(res) -> list[str]:
         for name, t in times.items():
             v = value.get(name)
             mark = " (anchor)" if name == anchor else ""
-            lines.append(f"| {cond} | {name}{mark} | {fmt_s(t[harness.STAT])} | {res.ratio(cond, name, harness.STAT):.2f} "
+            ratio = res.ratio(cond, name, harness.STAT)
+            lines.append(f"| {cond} | {name}{mark} | {fmt_s(t[harness.STAT])} | {ratio:.2f} "
                          f"| {'' if v is None else f'{v:.9f}'} |")
     return lines + [""]
 

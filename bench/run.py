@@ -112,7 +112,8 @@ def main(argv=None) -> int:
         f.write(text + "\n")
     log(f"report written to {args.output}")
     if args.readme:
-        report.write_readme_section(args.readme, report.readme_section(info, command.strip(), builds, products, spectral))
+        section = report.readme_section(info, command.strip(), builds, products, spectral)
+        report.write_readme_section(args.readme, section)
         log(f"README section written to {args.readme}")
     return 0
 

@@ -349,7 +349,6 @@ def _product_seconds(w: np.ndarray, geom: ConvGeometry) -> float:
     small = replace(geom, input_size=tuple(min(n, 16) for n in geom.input_size))
     if min(small.output_size, default=1) < 1:
         small = geom
-    positions = (lambda g: prod(g.input_size if g.transposed else g.output_size))
     op = ConvOperator(w, small)
     x = _start_vector(op.shape[1], op.dtype)
     best = float("inf")
@@ -357,7 +356,12 @@ def _product_seconds(w: np.ndarray, geom: ConvGeometry) -> float:
         t = time.perf_counter()
         op.rmatvec(op.matvec(x))
         best = min(best, time.perf_counter() - t)
-    return best * positions(geom) / max(positions(small), 1)
+    return best * _positions(geom) / max(_positions(small), 1)
+
+
+def _positions(geom: ConvGeometry) -> int:
+    """Positions whose work one weight entry does once: output positions (input ones when transposed)."""
+    return prod(geom.input_size if geom.transposed else geom.output_size)
 
 
 @single_threaded
