@@ -345,8 +345,10 @@ def _route(w: np.ndarray, geom: ConvGeometry, k: int | None, max_bytes=None) -> 
 
 def _product_seconds(w: np.ndarray, geom: ConvGeometry) -> float:
     """Seconds of one product with ``M^H M``: timed on the same kernels over a grid of at most
-    16 positions per axis, scaled by the number of positions (the work is linear in them)."""
-    small = replace(geom, input_size=tuple(min(n, 16) for n in geom.input_size))
+    16 positions per axis (more where the padding needs them), scaled by the number of positions
+    (the work is linear in them)."""
+    small = replace(geom, input_size=tuple(min(n, max(16, lo + hi + 1))
+                                           for n, (lo, hi) in zip(geom.input_size, geom.padding)))
     if min(small.output_size, default=1) < 1:
         small = geom
     op = ConvOperator(w, small)
