@@ -150,6 +150,7 @@ class ThreadsResult:
     conditions: dict  # condition -> {contender: {"median", "best", "runs"}}
     values: dict  # contender -> its number (norm, or largest of the top 5)
     power_steps: int
+    quick: bool = False  # the small variant: fixed costs weigh more, the targets are stated for the full one
 
     ANCHORS = ("torch power iteration (torch's threads)", "torch power iteration (1 thread)")
 
@@ -194,7 +195,7 @@ def bench_threads(quick: bool, repeats: int, log=print) -> ThreadsResult:
     log("spectral: while another process keeps one core busy")
     with busy_core():
         conditions["one core busy"] = time_interleaved(fns, repeats, warmup=0)
-    return ThreadsResult(layer, conditions, values, steps)
+    return ThreadsResult(layer, conditions, values, steps, quick)
 
 
 def norm_vs_power():
