@@ -2,7 +2,8 @@
 
 Builds every benchmark layer's matrix with ``conv_matrix`` and with every
 anchor that can build it, checks that they hold the same numbers, times
-``M @ X`` against the convolution, and writes a Markdown report to stdout and
+``M @ X`` against the convolution, times the exact spectral norm against torch
+power iteration (with and without a busy core), and writes a Markdown report to stdout and
 to ``bench/results/latest.md``.
 
 Examples:
@@ -35,6 +36,7 @@ from build import ANCHOR_BUDGET_S, bench_build
 from cases import full_cases, quick_cases, select
 from harness import machine_info
 from matmul import bench_matmul
+from spectral import bench_threads
 
 GB = 10**9
 
@@ -51,6 +53,8 @@ def parse_args(argv=None):
                    help="which statistic of the repeats the tables quote (best: on a busy machine)")
     p.add_argument("--no-anchors", action="store_true", help="skip the anchors")
     p.add_argument("--no-matmul", action="store_true", help="skip the M @ X timings")
+    p.add_argument("--no-spectral", action="store_true",
+                   help="skip the spectral norm against torch power iteration (with and without a busy core)")
     p.add_argument("--dense-cap", type=float, default=None,
                    help="largest dense anchor result in GB (default: per layer, 0.1 and 1.2 for jacrev's "
                         "16->16 3x3 layer on 32x32)")
@@ -93,12 +97,16 @@ def main(argv=None) -> int:
         # Quick: the small layer only; full: also issue 2's 64->64 layer.
         for c in select(cases, ["16->16"] if args.quick else ["16->16", "64->64"]):
             products += bench_matmul(c, (1, 32, 256), repeats, rng, dense_cap or GB // 4, log, 2 * budget)
+    spectral = None
+    if not args.no_spectral:
+        spectral = bench_threads(args.quick, min(repeats, 3), log)
     command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     info = machine_info()
     info["benchmark wall time"] = f"{time.perf_counter() - t0:.0f} s"
     lines = ["# convmatrix benchmark", ""] + report.machine_section(info, command.strip())
-    lines += report.target_section(builds) + report.build_section(builds) + report.anchor_section(builds)
-    lines += report.matmul_section(products)
+    lines += report.target_section(builds)[:-1] + report.spectral_targets(spectral) + [""]
+    lines += report.build_section(builds) + report.anchor_section(builds)
+    lines += report.matmul_section(products) + report.spectral_section(spectral)
     if args.convert:
         import convert
 
@@ -111,7 +119,8 @@ def main(argv=None) -> int:
         f.write(text + "\n")
     log(f"report written to {args.output}")
     if args.readme:
-        report.write_readme_section(args.readme, report.readme_section(info, command.strip(), builds, products))
+        section = report.readme_section(info, command.strip(), builds, products, spectral)
+        report.write_readme_section(args.readme, section)
         log(f"README section written to {args.readme}")
     return 0
 

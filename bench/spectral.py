@@ -3,6 +3,13 @@
     python bench/spectral.py          # default run, about a minute or two
     python bench/spectral.py --full   # adds dense SVDs of 16 channels on 16x16 and 24x24, and a 224x224 bracket
 
+:func:`bench_threads` is the case ``bench/run.py`` (``make bench``) runs beside the
+build: the exact spectral norm and top 5 singular values of a zero-padded layer
+against 300 power-iteration steps with torch, timed interleaved, with the
+environment's thread settings and with every BLAS on one thread (what
+``OMP_NUM_THREADS=1`` does), on the machine as found and while another process
+keeps one core busy.
+
 1. Singular values: the FFT route against numpy's dense SVD on small circular layers.
 2. All 65,536 singular values of a 64->64 3x3 layer on 32x32 (circular padding).
 3. spectral_norm against 300 steps of power iteration with torch's convolution as the
@@ -16,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -95,6 +105,97 @@ def torch_power_iteration(W, input_shape, steps, padding_mode):
         est = float(y.detach().norm())
         x = back.detach()
     return est
+
+
+@contextmanager
+def busy_core():
+    """Another process keeping one core busy (a pure-Python loop) for the duration."""
+    p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # let it start spinning
+        yield
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _torch_one_thread(fn):
+    def run():
+        import torch
+
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(n)
+
+    return run
+
+
+def _blas_one_thread(fn):
+    """``fn`` with every BLAS and OpenMP pool on one thread: what OMP_NUM_THREADS=1 gives."""
+    from threadpoolctl import threadpool_limits
+
+    def run():
+        with threadpool_limits(1):
+            return fn()
+
+    return run
+
+
+@dataclass
+class ThreadsResult:
+    layer: str
+    conditions: dict  # condition -> {contender: {"median", "best", "runs"}}
+    values: dict  # contender -> its number (norm, or largest of the top 5)
+    power_steps: int
+    quick: bool = False  # the small variant: fixed costs weigh more, the targets are stated for the full one
+
+    ANCHORS = ("torch power iteration (torch's threads)", "torch power iteration (1 thread)")
+
+    def anchor(self, condition: str, stat: str) -> tuple[str, float]:
+        """The faster of the two anchors under ``condition``: (name, seconds)."""
+        times = {a: self.conditions[condition][a][stat] for a in self.ANCHORS}
+        name = min(times, key=times.get)
+        return name, times[name]
+
+    def ratio(self, condition: str, contender: str, stat: str) -> float:
+        return self.conditions[condition][contender][stat] / self.anchor(condition, stat)[1]
+
+
+def bench_threads(quick: bool, repeats: int, log=print) -> ThreadsResult:
+    """The spectral case of ``make bench`` (see the module docstring). Quick: 32 channels on 16x16."""
+    from harness import time_interleaved
+
+    c, n = (32, 16) if quick else (64, 32)
+    W = kernel((c, c, 3, 3))
+    ins, steps = (c, n, n), 300
+    values = {}
+
+    def keep(name, fn):
+        def run():
+            values[name] = fn()
+            return values[name]
+        return run
+
+    norm = lambda: S.spectral_norm(W, ins, padding=1)  # noqa: E731
+    power = lambda: torch_power_iteration(W, ins, steps, "zeros")  # noqa: E731
+    fns = {
+        "spectral_norm": keep("spectral_norm", norm),
+        "spectral_norm, all BLAS on 1 thread": _blas_one_thread(norm),
+        "singular_values(k=5)": keep("singular_values(k=5)", lambda: S.singular_values(W, ins, padding=1, k=5)[0]),
+        ThreadsResult.ANCHORS[0]: keep("power", power),
+        ThreadsResult.ANCHORS[1]: _torch_one_thread(power),
+    }
+    layer = f"{c}->{c} 3x3 on {n}x{n}, zero padding 1"
+    conditions = {}
+    log(f"spectral: {layer}, as found")
+    conditions["as found"] = time_interleaved(fns, repeats, warmup=0)
+    log("spectral: while another process keeps one core busy")
+    with busy_core():
+        conditions["one core busy"] = time_interleaved(fns, repeats, warmup=0)
+    return ThreadsResult(layer, conditions, values, steps, quick)
 
 
 def norm_vs_power():

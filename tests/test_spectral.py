@@ -11,6 +11,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from oracles import dense_by_probing, torch_module
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import convmatrix
 from convmatrix.analysis import spectral
@@ -19,7 +20,8 @@ from convmatrix.analysis.spectral import (is_block_circulant, kernel_norm_vs_lay
 
 
 def exact_svd(W, input_shape, **kw):
-    return np.linalg.svd(dense_by_probing(W, input_shape, **kw), compute_uv=False)
+    with threadpool_limits(1):  # LAPACK's threads only slow these small SVDs down on a busy machine
+        return np.linalg.svd(dense_by_probing(W, input_shape, **kw), compute_uv=False)
 
 
 # One case per layer kind: (weight shape, input shape, conv options); comment says why.
@@ -274,3 +276,56 @@ def test_bad_geometry_is_reported_by_name():
         spectral_norm(np.ones((2, 2, 3)), (3, 6))
     with pytest.raises(TypeError, match="unknown convolution argument"):
         spectral_norm(np.ones((2, 2, 3)), (2, 6), padd=1)
+
+
+def test_top_k_by_lanczos_with_a_forced_progress_bar(rng, capsys):
+    # 1,296 x 1,296 with the dense route disabled: Lanczos; the bar goes to stderr only.
+    W = rng.standard_normal((4, 4, 3, 3))
+    ins = (4, 18, 18)
+    old = spectral.DENSE_MAX_BYTES
+    spectral.DENSE_MAX_BYTES = 10_000
+    try:
+        top = singular_values(W, ins, padding=1, k=4, progress=True)
+    finally:
+        spectral.DENSE_MAX_BYTES = old
+    ref = exact_svd(W, ins, padding=1)
+    np.testing.assert_allclose(top, ref[:4], rtol=1e-9)
+    out = capsys.readouterr()
+    assert out.out == "" and "top 4 singular values (Lanczos)" in out.err
+
+
+def test_spectral_norm_progress_and_blas_threads_restored(capsys):
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    W = np.random.default_rng(3).standard_normal((8, 8, 3, 3)) / 8
+    sn = spectral_norm(W, (8, 17, 17), padding=1, progress=True)
+    assert sn == pytest.approx(torch_power_iteration(W, (8, 17, 17), padding=1), rel=2e-3)
+    assert "spectral norm (Lanczos)" in capsys.readouterr().err
+    spectral_norm_bounds(W, (8, 17, 17), padding=1, progress=False)
+    assert "bracket" not in capsys.readouterr().err
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+
+
+def test_cost_estimate_routes():
+    W = np.ones((8, 8, 3, 3))
+    assert spectral.cost_estimate(W, (8, 6, 6), padding=1).route == "dense SVD"
+    assert str(spectral.cost_estimate(W, (8, 6, 6), padding=1, padding_mode="circular")) == "FFT"
+    e = spectral.cost_estimate(W, (8, 300, 300), padding=1, k=3)
+    assert e.route == "Lanczos" and e.products == 210 and e.seconds == e.products * e.seconds_per_product
+    # Timed on a 16x16 grid and scaled: the 300x300 layer costs about (300/16)^2 times a 16x16 one.
+    small = spectral.cost_estimate(W, (8, 48, 48), padding=1, k=3)
+    assert 20 < e.seconds_per_product / small.seconds_per_product < 200
+    assert "products with M^H M" in str(e)
+
+
+def test_reshaped_kernel_norm_is_torchs(rng):
+    W = rng.standard_normal((4, 3, 3, 3))
+    conv = torch.nn.utils.parametrizations.spectral_norm(torch.nn.Conv2d(3, 4, 3).double())
+    with torch.no_grad():
+        conv.parametrizations.weight.original.copy_(torch.from_numpy(W))
+        for _ in range(200):  # torch's power iteration, run to convergence
+            conv.weight
+        sigma = float((torch.from_numpy(W) / conv.weight).mean())  # torch's weight is W / sigma
+    assert spectral.reshaped_kernel_norm(W) == pytest.approx(sigma, rel=1e-6)
+    Wt = rng.standard_normal((3, 4, 2, 2))  # transposed layout (C_in, C_out, *k): torch uses dim=1
+    assert spectral.reshaped_kernel_norm(Wt, transposed=True) == pytest.approx(
+        np.linalg.svd(np.moveaxis(Wt, 1, 0).reshape(4, -1), compute_uv=False)[0])

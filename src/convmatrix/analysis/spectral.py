@@ -31,6 +31,7 @@ both numbers side by side.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from math import ceil, prod
 
@@ -41,6 +42,8 @@ from ..core.geometry import ConvGeometry, available_memory, format_bytes
 from ..core.matrix import as_weight_array, build_csr, conv_geometry, weight_slabs
 from ..core.operator import ConvOperator
 from ..core.pattern import axis_taps
+from ..core.threads import single_threaded
+from .._progress import progress_bar
 
 __all__ = [
     "singular_values",
@@ -50,6 +53,9 @@ __all__ = [
     "kernel_norm_vs_layer_norm",
     "plot_spectrum",
     "is_block_circulant",
+    "cost_estimate",
+    "CostEstimate",
+    "reshaped_kernel_norm",
 ]
 
 #: Default ceiling on the dense matrix of a dense SVD (bytes, float64/complex128).
@@ -62,6 +68,9 @@ _MARGIN = 1e-10
 _SMALL_GRAM = 300
 #: Work budget (about flops) of the per-frequency SVDs or Gram iterations of an upper bound.
 _BOUND_BUDGET = 1e10
+#: ARPACK's tolerance on the Ritz residual of the Gram matrix's eigenvalues: the eigenvalue is then
+#: within that relative distance of one of M^H M's, so sigma is within half of it (far inside 1e-6).
+_LANCZOS_TOL = 1e-8
 
 
 # --------------------------------------------------------------------------- set-up
@@ -127,12 +136,14 @@ def is_block_circulant(weight_shape, input_shape, **conv_kwargs) -> bool:
     return _circulant_axes(conv_geometry(weight_shape, input_shape, **conv_kwargs)) is not None
 
 
-def _symbol_blocks(slabs: np.ndarray, axes: list[_Axis], chunk_bytes: int = _CHUNK_BYTES):
+def _symbol_blocks(slabs: np.ndarray, axes: list[_Axis], progress: bool | None = None,
+                   chunk_bytes: int = _CHUNK_BYTES):
     """Yield the per-frequency blocks, ``(count, out_per_group, in_per_group*prod(s))``.
 
     Block of frequency ``f`` (and group ``g``):
     ``A[u, (i, r)] = sum over taps t with phase(t) = r of W[g, u, i, t] * exp(-2 pi i f.shift(t)/m)``.
-    Frequencies are taken in chunks along the first axis to bound memory.
+    Frequencies are taken in chunks along the first axis to bound memory; ``progress``
+    shows a bar over the chunks (see :func:`convmatrix._progress.progress_bar`).
     """
     G, og, ig = slabs.shape[:3]
     nd = len(axes)
@@ -142,16 +153,24 @@ def _symbol_blocks(slabs: np.ndarray, axes: list[_Axis], chunk_bytes: int = _CHU
     step = max(1, min(axes[0].m, chunk_bytes // max(per_freq * rest, 1)))
     # Contracting kernel axis 3 each time appends (s_a, f_a): (G, O, I, s1, f1, ..., sd, fd).
     order = [1 + 2 * a + 3 for a in range(nd)] + [0, 1, 2] + [2 * a + 3 for a in range(nd)]
-    for start in range(0, axes[0].m, step):
-        X = slabs
-        for a, ax in enumerate(axes):
-            f = np.arange(start, min(start + step, ax.m)) if a == 0 else np.arange(ax.m)
-            # Integer phases modulo m keep the exponent exact for large grids.
-            phase = np.exp(-2j * np.pi * (np.outer(ax.shift, f) % ax.m) / ax.m)
-            E = np.zeros((len(ax.shift), ax.s, len(f)), dtype=np.complex128)
-            E[np.arange(len(ax.shift)), ax.phase, :] = phase
-            X = _tensordot(X, E)
-        yield X.transpose(order).reshape(-1, og, ig * R)
+    starts = range(0, axes[0].m, step)
+    with progress_bar(len(starts), "frequency blocks", show=progress, unit="chunk") as bar:
+        for start in starts:
+            yield _symbol_chunk(slabs, axes, start, step).transpose(order).reshape(-1, og, ig * R)
+            bar.update()
+
+
+def _symbol_chunk(slabs: np.ndarray, axes: list[_Axis], start: int, step: int) -> np.ndarray:
+    """The blocks of first-axis frequencies ``[start, start+step)``, as ``(G, O, I, s1, f1, ..., sd, fd)``."""
+    X = slabs
+    for a, ax in enumerate(axes):
+        f = np.arange(start, min(start + step, ax.m)) if a == 0 else np.arange(ax.m)
+        # Integer phases modulo m keep the exponent exact for large grids.
+        phase = np.exp(-2j * np.pi * (np.outer(ax.shift, f) % ax.m) / ax.m)
+        E = np.zeros((len(ax.shift), ax.s, len(f)), dtype=np.complex128)
+        E[np.arange(len(ax.shift)), ax.phase, :] = phase
+        X = _tensordot(X, E)
+    return X
 
 
 def _tensordot(X: np.ndarray, E: np.ndarray) -> np.ndarray:
@@ -174,10 +193,10 @@ def _block_singular_values(blocks: np.ndarray) -> np.ndarray:
     return np.linalg.svd(blocks, compute_uv=False)
 
 
-def _fourier_singular_values(slabs, axes, k=None) -> np.ndarray:
+def _fourier_singular_values(slabs, axes, k=None, progress=None) -> np.ndarray:
     """All (or the top k) singular values of a block-circulant layer, descending."""
     parts = []
-    for blocks in _symbol_blocks(slabs, axes):
+    for blocks in _symbol_blocks(slabs, axes, progress):
         sv = _block_singular_values(blocks).ravel()
         if k is not None and len(sv) > k:
             sv = np.partition(sv, len(sv) - k)[-k:]
@@ -188,8 +207,8 @@ def _fourier_singular_values(slabs, axes, k=None) -> np.ndarray:
     return np.sort(np.concatenate(parts))[::-1]
 
 
-def _fourier_norm(slabs, axes) -> float:
-    return max(float(_block_singular_values(b)[:, 0].max()) for b in _symbol_blocks(slabs, axes))
+def _fourier_norm(slabs, axes, progress=None) -> float:
+    return max(float(_block_singular_values(b)[:, 0].max()) for b in _symbol_blocks(slabs, axes, progress))
 
 
 def _matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -222,8 +241,8 @@ def _gram_bound(blocks: np.ndarray, iterations: int = 12) -> np.ndarray:
         return np.exp((log_scale + np.log(f)) / 2**iterations)
 
 
-def _fourier_gram_bound(slabs, axes) -> float:
-    return max(float(_gram_bound(b).max()) for b in _symbol_blocks(slabs, axes))
+def _fourier_gram_bound(slabs, axes, progress=None) -> float:
+    return max(float(_gram_bound(b).max()) for b in _symbol_blocks(slabs, axes, progress))
 
 
 # ------------------------------------------------------------ matrix-free operator
@@ -232,12 +251,28 @@ def _conv_operator(w: np.ndarray, geom: ConvGeometry) -> spla.LinearOperator:
     return ConvOperator(w, geom)
 
 
-def _gram_operator(op: spla.LinearOperator) -> spla.LinearOperator:
-    """``M^H M`` or ``M M^H``, whichever is smaller."""
+def _gram_operator(op: spla.LinearOperator, bar) -> spla.LinearOperator:
+    """``M^H M`` or ``M M^H``, whichever is smaller; every product ticks ``bar``."""
     rows, cols = op.shape
-    if cols <= rows:
-        return spla.LinearOperator((cols, cols), matvec=lambda x: op.rmatvec(op.matvec(x)), dtype=op.dtype)
-    return spla.LinearOperator((rows, rows), matvec=lambda y: op.matvec(op.rmatvec(y)), dtype=op.dtype)
+
+    def apply(x):
+        bar.update()
+        return op.rmatvec(op.matvec(x)) if cols <= rows else op.matvec(op.rmatvec(x))
+
+    n = min(rows, cols)
+    return spla.LinearOperator((n, n), matvec=apply, dtype=op.dtype)
+
+
+def _lanczos_top(op: spla.LinearOperator, k: int, progress: bool | None) -> np.ndarray:
+    """The top ``k`` singular values of ``op``, descending: ARPACK's Lanczos (``eigsh``) on the
+    smaller Gram matrix, to :data:`_LANCZOS_TOL`; ``progress`` counts the products with it."""
+    n = min(op.shape)
+    what = "spectral norm" if k == 1 else f"top {k} singular values"
+    with progress_bar(None, f"{what} (Lanczos)", show=progress, unit="product") as bar:
+        lam = spla.eigsh(_gram_operator(op, bar), k=k, which="LA", tol=_LANCZOS_TOL,
+                         v0=_start_vector(n, op.dtype), ncv=min(n, max(2 * k + 1, 20)), maxiter=100_000,
+                         return_eigenvectors=False)
+    return np.sqrt(np.maximum(np.sort(np.real(lam))[::-1], 0.0))
 
 
 def _start_vector(n: int, dtype) -> np.ndarray:
@@ -271,9 +306,94 @@ def _dense_singular_values(w, geom) -> np.ndarray:
     return np.linalg.svd(build_csr(w, geom).toarray(), compute_uv=False)
 
 
+# ------------------------------------------------------------------ cost estimate
+@dataclass(frozen=True)
+class CostEstimate:
+    """What an exact computation will cost, known before it runs (see :func:`cost_estimate`)."""
+
+    route: str  #: "FFT", "dense SVD" or "Lanczos"
+    products: int  #: Lanczos: typical number of products with the Gram matrix (0 for the other routes)
+    seconds_per_product: float  #: Lanczos: measured time of one product (0.0 for the other routes)
+
+    @property
+    def seconds(self) -> float:
+        """Estimated seconds of the Lanczos products (0.0 for the other routes)."""
+        return self.products * self.seconds_per_product
+
+    def __str__(self) -> str:
+        if self.route != "Lanczos":
+            return self.route
+        return (f"Lanczos: about {self.products} products with M^H M (typically half to twice that) "
+                f"of {self.seconds_per_product:.3g} s each, about {_duration(self.seconds)}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.1f} h"
+
+
+def _route(w: np.ndarray, geom: ConvGeometry, k: int | None, max_bytes=None) -> str:
+    """Which exact route :func:`singular_values` takes for the top ``k`` (``None``: all of them)."""
+    if _circulant_axes(geom) is not None:
+        return "FFT"
+    n_sv = min(geom.matrix_shape)
+    limit = min(DENSE_MAX_BYTES if max_bytes is None else int(max_bytes), available_memory())
+    if k is None or (_dense_bytes(geom, w) <= limit and (n_sv <= 2000 or k >= n_sv // 2)):
+        return "dense SVD"
+    return "Lanczos"
+
+
+def _product_seconds(w: np.ndarray, geom: ConvGeometry) -> float:
+    """Seconds of one product with ``M^H M``: timed on the same kernels over a grid of at most
+    16 positions per axis (more where the padding needs them), scaled by the number of positions
+    (the work is linear in them)."""
+    small = replace(geom, input_size=tuple(min(n, max(16, lo + hi + 1))
+                                           for n, (lo, hi) in zip(geom.input_size, geom.padding)))
+    if min(small.output_size, default=1) < 1:
+        small = geom
+    op = ConvOperator(w, small)
+    x = _start_vector(op.shape[1], op.dtype)
+    best = float("inf")
+    for _ in range(3):  # the first call warms caches; the best of the rest counts
+        t = time.perf_counter()
+        op.rmatvec(op.matvec(x))
+        best = min(best, time.perf_counter() - t)
+    return best * _positions(geom) / max(_positions(small), 1)
+
+
+def _positions(geom: ConvGeometry) -> int:
+    """Positions whose work one weight entry does once: output positions (input ones when transposed)."""
+    return prod(geom.input_size if geom.transposed else geom.output_size)
+
+
+@single_threaded
+def cost_estimate(weight, input_shape, *, k: int = 1, **conv_kwargs) -> CostEstimate:
+    """The route and, for Lanczos, the estimated time of ``singular_values(..., k=k)``
+    (or of :func:`spectral_norm` with ``k=1``), in well under a second.
+
+    The time of one product with ``M^H M`` is measured on the same kernels over a small
+    grid and scaled to the layer's; the number of products is typical of Lanczos on conv
+    layers (about ``120 + 30 k``; clustered top singular values need more).
+
+    >>> import numpy as np
+    >>> W = np.random.default_rng(0).standard_normal((8, 8, 3, 3))
+    >>> cost_estimate(W, (8, 16, 16), padding=1, padding_mode="circular").route
+    'FFT'
+    >>> e = cost_estimate(W, (8, 64, 64), padding=1)
+    >>> e.route, e.products, e.seconds > 0
+    ('Lanczos', 150, True)
+    """
+    w, geom = _prepare(weight, input_shape, conv_kwargs)
+    route = _route(w, geom, k)
+    if route != "Lanczos":
+        return CostEstimate(route, 0, 0.0)
+    return CostEstimate(route, 120 + 30 * k, _product_seconds(w, geom))
+
+
 # -------------------------------------------------------------------- public API
+@single_threaded
 def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int | None = None,
-                    **conv_kwargs) -> np.ndarray:
+                    progress: bool | None = None, **conv_kwargs) -> np.ndarray:
     """Singular values of a conv layer's matrix, in descending order.
 
     Parameters
@@ -286,6 +406,9 @@ def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int
         Only the top ``k`` (``1 <= k <= min(M.shape)``). Default: all of them.
     max_bytes : int, optional
         Ceiling for a dense SVD (default 512 MiB, or less when memory is short).
+    progress : bool, optional
+        A progress bar on stderr (Lanczos products, frequency blocks): ``True`` always,
+        ``False`` never, default only when stderr is a terminal (needs tqdm).
     **conv_kwargs
         ``stride, padding, dilation, groups, padding_mode, transposed,
         output_padding`` as for :func:`convmatrix.conv_matrix`.
@@ -330,35 +453,35 @@ def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int
         k = int(k)
     axes = _circulant_axes(geom)
     if axes is not None:
-        return _fourier_singular_values(_slabs(w, geom), axes, k)
+        return _fourier_singular_values(_slabs(w, geom), axes, k, progress)
     if k is None:
         _check_dense(geom, w, max_bytes, "singular_values(k=None)")
         return _dense_singular_values(w, geom)
     # Small enough: a dense SVD is exact and faster than ARPACK.
-    dense_ok = _dense_bytes(geom, w) <= min(DENSE_MAX_BYTES if max_bytes is None else int(max_bytes),
-                                             available_memory())
-    if dense_ok and (n_sv <= 2000 or k >= n_sv // 2):
+    if _route(w, geom, k, max_bytes) == "dense SVD":
         return _dense_singular_values(w, geom)[:k]
     if k >= n_sv:
         raise ValueError(
             f"k={k} asks for all {n_sv} singular values of a matrix too large for a dense SVD "
             f"({format_bytes(_dense_bytes(geom, w))}); ARPACK finds at most min(M.shape) - 1 = {n_sv - 1}"
         )
-    op = _conv_operator(w, geom)
-    s = spla.svds(op, k=k, which="LM", return_singular_vectors=False, tol=1e-10,
-                  ncv=min(n_sv, max(2 * k + 1, 32)), v0=_start_vector(min(op.shape), op.dtype),
-                  maxiter=100_000)
-    return np.sort(s)[::-1]
+    return _lanczos_top(_conv_operator(w, geom), k, progress)
 
 
-def spectral_norm(weight, input_shape, **conv_kwargs) -> float:
+@single_threaded
+def spectral_norm(weight, input_shape, *, progress: bool | None = None, **conv_kwargs) -> float:
     """The largest singular value ``||M||_2`` of a conv layer, exact to 1e-6 relative.
 
     Never forms the matrix densely: the FFT for block-circulant layers;
     otherwise the small dense Gram matrix ``M^H M`` (or ``M M^H``) when one side
     of ``M`` is short, else Lanczos (ARPACK ``eigsh``) on the
     Gram of a matrix-free operator. Transposed layers have the singular values
-    of the forward matrix's transpose, hence the same norm.
+    of the forward matrix's transpose, hence the same norm. ``progress``: a bar
+    on stderr, as for :func:`singular_values`.
+
+    Every BLAS/LAPACK call runs on one thread (parallel only where the work is
+    split into pieces of its own, see :mod:`convmatrix.core.threads`), so the
+    result takes the same time whatever the thread settings of the environment.
 
     Examples
     --------
@@ -370,18 +493,14 @@ def spectral_norm(weight, input_shape, **conv_kwargs) -> float:
     w, geom = _prepare(weight, input_shape, conv_kwargs)
     axes = _circulant_axes(geom)
     if axes is not None:
-        return _fourier_norm(_slabs(w, geom), axes)
+        return _fourier_norm(_slabs(w, geom), axes, progress)
     rows, cols = geom.matrix_shape
     if min(rows, cols) <= _SMALL_GRAM:
         M = build_csr(w, geom)
         gram = (M @ M.conj().T) if rows <= cols else (M.conj().T @ M)
         lam = np.linalg.eigvalsh(gram.toarray())[-1]
         return float(np.sqrt(max(lam, 0.0)))
-    gram = _gram_operator(_conv_operator(w, geom))
-    # tol bounds the residual relative to the eigenvalue: 1e-8 leaves sigma far inside 1e-6.
-    lam = spla.eigsh(gram, k=1, which="LA", tol=1e-8, v0=_start_vector(gram.shape[0], gram.dtype),
-                     ncv=min(gram.shape[0], 32), maxiter=100_000, return_eigenvectors=False)[0]
-    return float(np.sqrt(max(float(np.real(lam)), 0.0)))
+    return float(_lanczos_top(_conv_operator(w, geom), 1, progress)[0])
 
 
 # ----------------------------------------------------------------------- bounds
@@ -413,7 +532,7 @@ class Bracket(tuple):
                 f"lower: {self.lower_method}, upper: {self.upper_method})")
 
 
-def _krylov_lower_bound(op: spla.LinearOperator, steps: int) -> float:
+def _krylov_lower_bound(op: spla.LinearOperator, steps: int, progress: bool | None = None) -> float:
     """A lower bound ``||M y|| / ||y||`` for the best ``y`` in the power-iteration Krylov space.
 
     ``steps`` products with ``M^H M`` span ``x, (M^H M) x, ...`` (orthonormalised
@@ -427,16 +546,18 @@ def _krylov_lower_bound(op: spla.LinearOperator, steps: int) -> float:
     Y = np.zeros((steps, op.shape[0]), dtype=op.dtype)
     x = _start_vector(n, op.dtype)
     used = 0
-    for j in range(steps):
-        for _ in range(2):  # twice is enough (Kahan's rule)
-            x = x - Q[:j].T @ (Q[:j].conj() @ x)
-        nx = np.linalg.norm(x)
-        if nx == 0 or not np.isfinite(nx):
-            break
-        Q[j] = x / nx
-        Y[j] = op.matvec(Q[j])
-        used = j + 1
-        x = op.rmatvec(Y[j])
+    with progress_bar(steps, "bracket: power iteration", show=progress) as bar:
+        for j in range(steps):
+            for _ in range(2):  # twice is enough (Kahan's rule)
+                x = x - Q[:j].T @ (Q[:j].conj() @ x)
+            nx = np.linalg.norm(x)
+            if nx == 0 or not np.isfinite(nx):
+                break
+            Q[j] = x / nx
+            Y[j] = op.matvec(Q[j])
+            used = j + 1
+            x = op.rmatvec(Y[j])
+            bar.update()
     if used == 0:
         return 0.0
     Q, Y = Q[:used], Y[:used]
@@ -536,7 +657,9 @@ def _schur_bound(w: np.ndarray, geom: ConvGeometry) -> float:
     return float(np.sqrt(row.max() * col.max()))
 
 
-def spectral_norm_bounds(weight, input_shape, *, iterations: int = 10, **conv_kwargs) -> Bracket:
+@single_threaded
+def spectral_norm_bounds(weight, input_shape, *, iterations: int = 10, progress: bool | None = None,
+                         **conv_kwargs) -> Bracket:
     """A certified bracket ``lo <= ||M||_2 <= hi``, cheap on huge layers.
 
     Lower end: ``||M y|| / ||y||`` (valid for any ``y``) for the best ``y`` in the
@@ -561,7 +684,8 @@ def spectral_norm_bounds(weight, input_shape, *, iterations: int = 10, **conv_kw
     * ``"schur"``: ``sqrt(||M||_1 ||M||_inf)``, from per-tap sums; always valid,
       also where reflect/replicate padding folds taps together.
 
-    A relative slack of 1e-10 on both ends absorbs rounding.
+    A relative slack of 1e-10 on both ends absorbs rounding. ``progress``: a bar on
+    stderr, as for :func:`singular_values`.
 
     Examples
     --------
@@ -578,10 +702,10 @@ def spectral_norm_bounds(weight, input_shape, *, iterations: int = 10, **conv_kw
     axes = _circulant_axes(geom)
     if axes is not None:
         slabs = _slabs(w, geom)
-        lo, lower_method = _fourier_norm(slabs, axes), "FFT (exact)"
+        lo, lower_method = _fourier_norm(slabs, axes, progress), "FFT (exact)"
         upper["fourier"] = lo
         if prod(ax.m for ax in axes) * _work_per_freq(geom, axes, gram=True) <= _BOUND_BUDGET:
-            upper["gram"] = _fourier_gram_bound(slabs, axes)
+            upper["gram"] = _fourier_gram_bound(slabs, axes, progress)
     else:
         fwd = _forward_view(geom)
         emb_axes = _circulant_axes(_embedding(fwd))
@@ -589,10 +713,10 @@ def spectral_norm_bounds(weight, input_shape, *, iterations: int = 10, **conv_kw
         pad_norm = _padding_operator_norm(geom)
         per_freq = _work_per_freq(fwd, emb_axes)
         if prod(ax.m for ax in emb_axes) * per_freq <= _BOUND_BUDGET:
-            upper["embedding"] = pad_norm * _fourier_norm(fslabs, emb_axes)
+            upper["embedding"] = pad_norm * _fourier_norm(fslabs, emb_axes, progress)
         else:
             upper["symbol"] = pad_norm * _symbol_sup_bound(fslabs, _coarse_axes(emb_axes, per_freq))
-        lo = _krylov_lower_bound(_conv_operator(w, geom), iterations)
+        lo = _krylov_lower_bound(_conv_operator(w, geom), iterations, progress)
         lower_method = f"Krylov space of {iterations} power-iteration steps"
     upper = {name: float(value) * (1 + _MARGIN) for name, value in upper.items()}
     hi = min(upper.values())
@@ -639,9 +763,21 @@ def kernel_norm_vs_layer_norm(weight, input_shape, **conv_kwargs) -> KernelVsLay
     (3.0, 9.0)
     """
     w, geom = _prepare(weight, input_shape, conv_kwargs)
-    dim = 1 if geom.transposed else 0  # torch's spectral_norm uses dim=1 for ConvTranspose
-    mat = np.moveaxis(w, dim, 0).reshape(w.shape[dim], -1)
-    return KernelVsLayerNorm(float(np.linalg.norm(mat, 2)), spectral_norm(weight, input_shape, **conv_kwargs))
+    return KernelVsLayerNorm(reshaped_kernel_norm(w, transposed=geom.transposed),
+                             spectral_norm(weight, input_shape, **conv_kwargs))
+
+
+def reshaped_kernel_norm(weight, *, transposed: bool = False) -> float:
+    """The number ``torch.nn.utils.spectral_norm`` divides by: the largest singular value of
+    ``weight.reshape(C_out, -1)`` (``dim=1`` first for a transposed layer's weight, as torch does).
+
+    >>> import numpy as np
+    >>> reshaped_kernel_norm(np.ones((1, 1, 3, 3)))
+    3.0
+    """
+    w = as_weight_array(weight)
+    dim = 1 if transposed else 0
+    return float(np.linalg.norm(np.moveaxis(w, dim, 0).reshape(w.shape[dim], -1), 2))
 
 
 # ------------------------------------------------------------------------ plot

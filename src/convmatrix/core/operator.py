@@ -7,67 +7,138 @@ methods (``scipy.sparse.linalg.svds``, ``lsqr``, ``cg``, power iteration) need
 nothing more. NumPy and SciPy only.
 
 This is the library's second, independent path to the layer (it never touches
-the tap pattern): a convolution is computed tap by tap as a shifted, strided
-view of the padded input times one ``(C_out/g, C_in/g)`` weight matrix per group,
-and its adjoint scatters the same products back. Padding modes pad by gathering
-``x`` at the positions ``np.pad`` would copy (so the adjoint sums them back), and
-a transposed convolution is the adjoint's scatter run forwards.
+the tap pattern): for a range of output rows at a time, the kernel windows of the
+padded input (a strided view) are gathered into columns and multiplied by the
+weight as one ``(C_out/g, C_in/g * K)`` matrix per group; the adjoint multiplies by
+its transpose and adds each tap's share back onto its window. Padding modes pad by
+gathering ``x`` at the positions ``np.pad`` would copy (so the adjoint sums them
+back), and a transposed convolution is the adjoint's scatter run forwards.
+
+Threads: every product runs on one BLAS thread (:mod:`convmatrix.core.threads`);
+an application of more than about 1e8 multiply-adds is split into pieces (row
+ranges, or channel ranges for the scatter) on threads of its own.
 """
 
 from __future__ import annotations
 
-from itertools import product
+from concurrent.futures import ThreadPoolExecutor
 from math import prod
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.lib.stride_tricks import as_strided
 from scipy.sparse.linalg import LinearOperator
 
 from .geometry import ConvGeometry
 from .matrix import as_weight_array, conv_geometry
+from .threads import one_blas_thread, workers
 
 __all__ = ["operator", "ConvOperator"]
 
 # torch's padding modes as np.pad modes.
 _NP_PAD = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+#: Bytes of gathered windows (or of per-tap products) held at once per piece of work.
+_CHUNK_BYTES = 2 * 2**20
+#: Below this many multiply-adds per application, threads cost more than they gain.
+_PARALLEL_WORK = 10**8
 
 
-def _tap_slices(tap, size, stride, dilation):
-    """The strided window read by kernel tap ``tap`` for an output of spatial ``size``."""
-    return tuple(
-        slice(t * d, t * d + (n - 1) * s + 1, s) for t, n, s, d in zip(tap, size, stride, dilation)
-    )
+def _windows(src, kernel_size, out_size, stride, dilation):
+    """Read-only view ``(B, G, c, *k, *out)`` of ``src`` ``(B, G, c, *padded)``:
+    ``view[..., t, o] = src[..., o*stride + t*dilation]`` (no copy)."""
+    spatial = src.strides[3:]
+    shape = src.shape[:3] + tuple(kernel_size) + tuple(out_size)
+    strides = src.strides[:3] + tuple(s * d for s, d in zip(spatial, dilation)) \
+        + tuple(s * q for s, q in zip(spatial, stride))
+    return as_strided(src, shape, strides, writeable=False)
 
 
-def _correlate(src, mats, out_size, stride, dilation):
-    """``dst[b, g, v, o] = sum_{c, t} mats[t][g, v, c] * src[b, g, c, o*stride + t*dilation]``.
+def _row_chunks(rows: int, bytes_per_row: int) -> list[tuple[int, int]]:
+    """Ranges of output rows (first spatial axis) of about ``_CHUNK_BYTES`` each."""
+    step = max(1, _CHUNK_BYTES // max(bytes_per_row, 1))
+    return [(r, min(rows, r + step)) for r in range(0, rows, step)]
 
-    ``src``: (B, G, c_src, *padded); ``mats``: one (G, c_dst, c_src) array per tap.
+
+def _tap_window(tap, rows, out_size, stride, dilation) -> tuple[slice, ...]:
+    """The positions ``o*stride + tap*dilation`` that ``tap`` reads (or writes) for output rows
+    ``rows = (r0, r1)`` of the first axis and every position of the others."""
+    first = (rows[0],) + (0,) * (len(tap) - 1)
+    stop = (rows[1],) + tuple(out_size[1:])
+    return tuple(slice(t * d + a * s, t * d + (z - 1) * s + 1, s)
+                 for t, d, s, a, z in zip(tap, dilation, stride, first, stop))
+
+
+def _run(pieces, fn, work: int) -> None:
+    """``fn(piece)`` for every piece, on threads when the work pays for them
+    (each piece's BLAS on one thread, so a busy core just takes fewer pieces)."""
+    n = workers(len(pieces)) if work >= _PARALLEL_WORK else 1
+    with one_blas_thread():
+        if n == 1:
+            for piece in pieces:
+                fn(piece)
+        else:
+            with ThreadPoolExecutor(n) as pool:
+                list(pool.map(fn, pieces))
+
+
+def _correlate(src, mats, kernel_size, out_size, stride, dilation):
+    """``dst[b, g, v, o] = sum_{c, t} mats[g, v, c*K + t] * src[b, g, c, o*stride + t*dilation]``.
+
+    ``src``: (B, G, c_src, *padded); ``mats``: (G, c_dst, c_src*K) with the K taps in C order.
+    The windows of a range of output rows are gathered into columns and multiplied at once.
     """
-    b, g = src.shape[:2]
-    taps = list(product(*(range(k) for k in mats.shape[:-3])))
-    c_dst = mats.shape[-2]
-    dst = np.zeros((b, g, c_dst, prod(out_size)), dtype=np.result_type(src, mats))
-    for tap in taps:
-        window = src[(Ellipsis, *_tap_slices(tap, out_size, stride, dilation))]
-        dst += mats[tap] @ window.reshape(b, g, -1, prod(out_size))
+    b, g, c = src.shape[:3]
+    c_dst, n_out = mats.shape[1], prod(out_size)
+    dst = np.zeros((b, g, c_dst, n_out), dtype=np.result_type(src, mats))
+    if n_out == 0 or dst.size == 0:
+        return dst.reshape(b, g, c_dst, *out_size)
+    win = _windows(src, kernel_size, out_size, stride, dilation)
+    per_row = n_out // out_size[0]
+    first_out_axis = (slice(None),) * (3 + len(out_size))
+
+    def piece(rows):
+        r0, r1 = rows
+        cols = win[first_out_axis + (slice(r0, r1),)].reshape(b, g, mats.shape[2], (r1 - r0) * per_row)
+        dst[..., r0 * per_row : r1 * per_row] = mats @ cols
+
+    chunks = _row_chunks(out_size[0], b * g * mats.shape[2] * per_row * src.itemsize)
+    _run(chunks, piece, b * mats.size * n_out)
     return dst.reshape(b, g, c_dst, *out_size)
 
 
-def _scatter(src, mats, buf_size, stride, dilation):
-    """The adjoint of :func:`_correlate` (with ``mats`` conjugate-transposed):
-    ``dst[b, g, c, o*stride + t*dilation] += sum_v mats[t][g, c, v] * src[b, g, v, o]``.
+def _scatter(src, mats, kernel_size, buf_size, stride, dilation):
+    """The adjoint of :func:`_correlate` for ``mats`` (G, c_dst*K, c_src), the K taps in C order:
+    ``dst[b, g, c, o*stride + t*dilation] += sum_v mats[g, c*K + t, v] * src[b, g, v, o]``.
+
+    Per range of output rows one product gives every tap's contribution, then one
+    strided addition per tap; threads take disjoint destination channels.
     """
-    b, g = src.shape[:2]
+    b, g, v = src.shape[:3]
     out_size = src.shape[3:]
-    taps = list(product(*(range(k) for k in mats.shape[:-3])))
-    c_dst = mats.shape[-2]
+    K = prod(kernel_size)
+    c_dst = mats.shape[1] // K
     dst = np.zeros((b, g, c_dst, *buf_size), dtype=np.result_type(src, mats))
-    flat = src.reshape(b, g, src.shape[2], -1)
-    for tap in taps:
-        dst[(Ellipsis, *_tap_slices(tap, out_size, stride, dilation))] += (
-            (mats[tap] @ flat).reshape(b, g, c_dst, *out_size)
-        )
+    n_out = prod(out_size)
+    if n_out == 0 or dst.size == 0:
+        return dst
+    flat = src.reshape(b, g, v, n_out)
+    per_row = n_out // out_size[0]
+    taps = list(np.ndindex(*kernel_size))
+    n_blocks = workers(c_dst) if b * mats.size * n_out >= _PARALLEL_WORK else 1
+    cuts = np.linspace(0, c_dst, n_blocks + 1).astype(int)
+    blocks = [(int(a), int(z)) for a, z in zip(cuts, cuts[1:]) if z > a]
+
+    def piece(channels):
+        c0, c1 = channels
+        part = mats[:, c0 * K : c1 * K]
+        for r0, r1 in _row_chunks(out_size[0], b * g * (c1 - c0) * K * per_row * dst.itemsize):
+            share = (part @ flat[..., r0 * per_row : r1 * per_row]).reshape(
+                b, g, c1 - c0, K, r1 - r0, *out_size[1:])
+            for j, tap in enumerate(taps):
+                window = _tap_window(tap, (r0, r1), out_size, stride, dilation)
+                dst[(slice(None), slice(None), slice(c0, c1), *window)] += share[:, :, :, j]
+
+    _run(blocks, piece, b * mats.size * n_out)
     return dst
 
 
@@ -81,17 +152,12 @@ class ConvOperator(LinearOperator):
 
     def __init__(self, weight: np.ndarray, geom: ConvGeometry):
         self.geometry = geom
-        g, k = geom.groups, geom.kernel_size
-        taps_last = np.moveaxis(weight, range(2, 2 + geom.ndim), range(geom.ndim))  # (*k, a, b)
-        if geom.transposed:
-            # weight (C_in, C_out/g, *k): input channel c of group g feeds output channel v.
-            w = taps_last.reshape(*k, g, geom.in_per_group, geom.out_per_group)
-            self._mats = np.ascontiguousarray(np.swapaxes(w, -1, -2))  # (*k, g, out, in)
-        else:
-            self._mats = np.ascontiguousarray(
-                taps_last.reshape(*k, g, geom.out_per_group, geom.in_per_group)
-            )
-        self._mats_adjoint = np.ascontiguousarray(np.swapaxes(self._mats, -1, -2).conj())
+        # Per group, the weight as one (channels, channels*K) matrix with the K taps in C order:
+        # forward (C_out, C_in/g, *k) gives the correlation's; transposed (C_in, C_out/g, *k) gives,
+        # conjugated, the correlation of its adjoint. The scatter uses the conjugate transpose.
+        per_group = weight.reshape(geom.groups, weight.shape[0] // geom.groups, -1)
+        self._gather = np.ascontiguousarray(per_group.conj() if geom.transposed else per_group)
+        self._spread = np.ascontiguousarray(np.swapaxes(self._gather, -1, -2).conj())
         super().__init__(dtype=weight.dtype, shape=geom.matrix_shape)
 
     # ----------------------------------------------------------------- padding
@@ -123,10 +189,11 @@ class ConvOperator(LinearOperator):
         b, g = x.shape[0], geom.groups
         x = x.reshape(b, g, geom.in_per_group, *geom.input_size)
         if geom.transposed:
-            y = _scatter(x, self._mats, self._full_size(), geom.stride, geom.dilation)
+            y = _scatter(x, self._spread, geom.kernel_size, self._full_size(), geom.stride, geom.dilation)
             y = y[(Ellipsis, *self._crop())]
         else:
-            y = _correlate(self._pad(x), self._mats, geom.output_size, geom.stride, geom.dilation)
+            y = _correlate(self._pad(x), self._gather, geom.kernel_size, geom.output_size, geom.stride,
+                           geom.dilation)
         return y.reshape(b, -1)
 
     def _apply_adjoint(self, y):
@@ -137,10 +204,10 @@ class ConvOperator(LinearOperator):
         if geom.transposed:
             full = np.zeros((b, g, geom.out_per_group, *self._full_size()), dtype=y.dtype)
             full[(Ellipsis, *self._crop())] = y
-            x = _correlate(full, self._mats_adjoint, geom.input_size, geom.stride, geom.dilation)
+            x = _correlate(full, self._gather, geom.kernel_size, geom.input_size, geom.stride, geom.dilation)
         else:
             padded = tuple(n + lo + hi for n, (lo, hi) in zip(geom.input_size, geom.padding))
-            x = self._unpad(_scatter(y, self._mats_adjoint, padded, geom.stride, geom.dilation))
+            x = self._unpad(_scatter(y, self._spread, geom.kernel_size, padded, geom.stride, geom.dilation))
         return x.reshape(b, -1)
 
     def _full_size(self):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,6 +34,7 @@ from math import prod
 import numpy as np
 
 from .geometry import ConvGeometry
+from .threads import workers
 
 __all__ = ["axis_taps", "TapPattern", "tap_pattern", "index_dtype_for", "row_counts"]
 
@@ -619,11 +619,8 @@ class TapPattern:
 
 def _default_workers(nnz: int) -> int:
     """Threads for a fill: 1 below 4M entries (threads do not pay there), else one
-    per core, at most 8 or ``$CONVMATRIX_THREADS`` (e.g. 1 on a shared machine)."""
-    if nnz < 4_000_000:
-        return 1
-    cap = os.environ.get("CONVMATRIX_THREADS", "").strip()
-    return max(1, min(os.cpu_count() or 1, 8, int(cap) if cap else 8))
+    per core, at most 8 or ``$CONVMATRIX_THREADS`` (:func:`convmatrix.core.threads.workers`)."""
+    return 1 if nnz < 4_000_000 else workers(8)
 
 
 @lru_cache(maxsize=16)
