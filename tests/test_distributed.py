@@ -2,7 +2,7 @@
 
 Oracles: torch's own convolution (forward) and its autograd vector-Jacobian
 product (``M.T @ y``), the in-memory ``conv_matrix`` for block-for-block equality,
-SciPy slices for block sizes, and NumPy's dense SVD for the spectral norm.
+and SciPy slices for block sizes (the spectral norm: test_distributed_spectral.py).
 """
 
 from __future__ import annotations
@@ -181,16 +181,6 @@ def test_matvecs_agree_with_torch_and_the_matrix(name, local_scheduler, rng):
     DTy = np.asarray((D.T @ y).compute())
     np.testing.assert_allclose(DTy, torch_vjp(w, ishape, y, **kw), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.asarray((D @ X).compute()), M @ X, rtol=1e-13, atol=1e-13)
-
-
-def test_spectral_norm_through_dask(local_scheduler):
-    w, ishape, kw, M = layer("reflect-stride-groups")
-    D = convmatrix.dask_matrix(w, ishape, block_bytes=budget_for(M), **kw)
-    exact = np.linalg.norm(M.toarray(), 2)  # NumPy's dense SVD
-    assert convmatrix.dask_spectral_norm(D) == pytest.approx(exact, rel=1e-9)
-    wide = convmatrix.dask_matrix(w, (4, 4, 4), block_bytes=10**6, stride=2, groups=2)  # 8 x 64: the D D^T branch
-    assert convmatrix.dask_spectral_norm(wide) == pytest.approx(
-        np.linalg.norm(convmatrix.conv_matrix(w, (4, 4, 4), stride=2, groups=2).toarray(), 2), rel=1e-9)
 
 
 # ------------------------------------------------------------------------ Zarr

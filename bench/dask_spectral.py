@@ -1,0 +1,83 @@
+"""Benchmark: the spectral norm through Dask against the in-memory one, on the same layer.
+
+For one C->C 3x3 layer (padding 1) on a CxNxN input, times, in the same run and
+interleaved (best of ``--repeat``):
+
+- the anchor: ``convmatrix.spectral_norm`` (in memory, matrix-free);
+- ``convmatrix.dask_spectral_norm(dask_matrix(...))`` on two ``dask.distributed``
+  LocalClusters of ``--workers`` single-threaded workers, one of worker processes and
+  one of worker threads (both started once, outside the timing);
+
+and reports both norms, their relative difference and the ratio of the times.
+
+    python bench/dask_spectral.py                     # 16->16 on 64x64: a 65,536 x 65,536 matrix
+    python bench/dask_spectral.py --channels 64 --size 32   # 64->64 on 32x32: also 65,536 x 65,536
+
+Not a unit test: it starts a cluster and takes tens of seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+
+import numpy as np
+
+
+def timed(f):
+    t0 = time.perf_counter()
+    value = f()
+    return time.perf_counter() - t0, value
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--size", type=int, default=64, help="spatial size N of the CxNxN input (default 64)")
+    ap.add_argument("--padding-mode", default="zeros")
+    ap.add_argument("--block-bytes", default="32MB")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    import distributed
+
+    import convmatrix
+    from convmatrix.core.matrix import conv_geometry, describe
+
+    c, n = args.channels, args.size
+    w = np.random.default_rng(0).standard_normal((c, c, 3, 3)).astype(np.float32)
+    shape, kw = (c, n, n), dict(padding=1, padding_mode=args.padding_mode)
+    geom = conv_geometry(w.shape, shape, **kw)
+    rows, cols = geom.matrix_shape
+    print(f"layer {c}->{c} 3x3, padding 1 ({args.padding_mode}), input {shape}, float32: "
+          f"{rows:,} x {cols:,} matrix; block budget {args.block_bytes}; {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print("  " + describe(geom, 4))
+    kinds = {"processes": True, "threads": False}
+    best = dict.fromkeys(["memory", *kinds], float("inf"))
+    with contextlib.ExitStack() as stack:
+        clusters = {kind: stack.enter_context(distributed.LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=processes, dashboard_address=None,
+            memory_limit=None)) for kind, processes in kinds.items()}
+        for r in range(args.repeat):
+            t_mem, s_mem = timed(lambda: convmatrix.spectral_norm(w, shape, **kw))
+            best["memory"] = min(best["memory"], t_mem)
+            line = f"run {r + 1}: in memory {t_mem:.2f} s (sigma {s_mem:.9g})"
+            for kind, cluster in clusters.items():
+                with distributed.Client(cluster):
+                    D = convmatrix.dask_matrix(w, shape, block_bytes=args.block_bytes, **kw)
+                    t, s = timed(lambda: convmatrix.dask_spectral_norm(D))
+                best[kind] = min(best[kind], t)
+                line += (f"; {args.workers} worker {kind}: {t:.2f} s (relative difference {abs(s - s_mem) / s_mem:.1e}, "
+                         f"ratio {t / t_mem:.2f})")
+            print(line, flush=True)
+    print(f"best of {args.repeat}: in memory {best['memory']:.2f} s; " + "; ".join(
+        f"Dask on {args.workers} worker {kind} {best[kind]:.2f} s, ratio {best[kind] / best['memory']:.2f}"
+        for kind in kinds) + f"; load average now {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
