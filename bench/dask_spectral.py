@@ -6,7 +6,9 @@ interleaved (best of ``--repeat``):
 - the anchor: ``convmatrix.spectral_norm`` (in memory, matrix-free);
 - ``convmatrix.dask_spectral_norm(dask_matrix(...))`` on two ``dask.distributed``
   LocalClusters of ``--workers`` single-threaded workers, one of worker processes and
-  one of worker threads (both started once, outside the timing);
+  one of worker threads (both started once, outside the timing): the layer's array
+  (matrix-free pieces, nothing built) and the same matrix read from a Zarr store
+  (``from_zarr``: its CSR blocks read once and kept on the workers);
 
 and reports both norms, their relative difference and the ratio of the times.
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -40,6 +44,8 @@ def main() -> None:
     ap.add_argument("--block-bytes", default="32MB")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-stored", dest="stored", action="store_false",
+                    help="skip the stored matrix (from_zarr: CSR blocks kept on the workers)")
     args = ap.parse_args()
 
     import distributed
@@ -57,8 +63,13 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}")
     print("  " + describe(geom, 4))
     kinds = {"processes": True, "threads": False}
-    best = dict.fromkeys(["memory", *kinds], float("inf"))
+    best = {"memory": float("inf")}
+    folder = tempfile.mkdtemp(prefix="convmatrix-bench-")
+    store = os.path.join(folder, "layer.zarr")
+    if args.stored:
+        convmatrix.to_zarr(convmatrix.dask_matrix(w, shape, block_bytes=args.block_bytes, **kw), store)
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
         clusters = {kind: stack.enter_context(distributed.LocalCluster(
             n_workers=args.workers, threads_per_worker=1, processes=processes, dashboard_address=None,
             memory_limit=None)) for kind, processes in kinds.items()}
@@ -69,14 +80,17 @@ def main() -> None:
             for kind, cluster in clusters.items():
                 with distributed.Client(cluster):
                     D = convmatrix.dask_matrix(w, shape, block_bytes=args.block_bytes, **kw)
-                    t, s = timed(lambda: convmatrix.dask_spectral_norm(D))
-                best[kind] = min(best[kind], t)
-                line += (f"; {args.workers} worker {kind}: {t:.2f} s (relative difference {abs(s - s_mem) / s_mem:.1e}, "
-                         f"ratio {t / t_mem:.2f})")
+                    arrays = {kind: D, f"{kind}, stored": convmatrix.from_zarr(store)} if args.stored else {kind: D}
+                    for label, A in arrays.items():
+                        t, s = timed(lambda: convmatrix.dask_spectral_norm(A))
+                        best[label] = min(best.get(label, float("inf")), t)
+                        line += (f"; {label}: {t:.2f} s (relative difference {abs(s - s_mem) / s_mem:.1e}, "
+                                 f"ratio {t / t_mem:.2f})")
             print(line, flush=True)
-    print(f"best of {args.repeat}: in memory {best['memory']:.2f} s; " + "; ".join(
-        f"Dask on {args.workers} worker {kind} {best[kind]:.2f} s, ratio {best[kind] / best['memory']:.2f}"
-        for kind in kinds) + f"; load average now {os.getloadavg()[0]:.2f}")
+    best_memory = best.pop("memory")
+    print(f"best of {args.repeat}: in memory {best_memory:.2f} s; " + "; ".join(
+        f"Dask on {args.workers} worker {label} {t:.2f} s, ratio {t / best_memory:.2f}"
+        for label, t in best.items()) + f"; load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -426,3 +426,16 @@ def test_unreachable_scheduler():
     assert time.monotonic() - t0 < 10
     with pytest.raises(TypeError, match="scheduler must be an address string"):
         dist.connect(None)
+
+
+def test_store_of_an_older_format(tmp_path):
+    """A store written before fingerprints and checksums (format 1) is never read or resumed, only replaced."""
+    old = zarr.open_group(str(tmp_path / "old.zarr"), mode="w")
+    old.attrs["convmatrix"] = {"format_version": 1, "shape": [6, 8], "dtype": "float64", "row_bounds": [0, 6]}
+    D = convmatrix.dask_matrix(np.ones((1, 1, 3)), (1, 8))
+    for call in (lambda: convmatrix.from_zarr(tmp_path / "old.zarr"),
+                 lambda: convmatrix.to_zarr(D, tmp_path / "old.zarr", resume=True)):
+        with pytest.raises(ValueError, match=r"written by an older convmatrix \(store format 1, without checksums\): "
+                                             "build it again with overwrite=True"):
+            call()
+    assert convmatrix.to_zarr(D, tmp_path / "old.zarr", overwrite=True).nnz == 18
