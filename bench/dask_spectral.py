@@ -4,9 +4,10 @@ For one C->C 3x3 layer (padding 1) on a CxNxN input, times, in the same run and
 interleaved (best of ``--repeat``):
 
 - the anchor: ``convmatrix.spectral_norm`` (in memory, matrix-free);
-- ``convmatrix.dask_spectral_norm(dask_matrix(...))`` on two ``dask.distributed``
-  LocalClusters of ``--workers`` single-threaded workers, one of worker processes and
-  one of worker threads (both started once, outside the timing): the layer's array
+- ``convmatrix.dask_spectral_norm(dask_matrix(...))`` on three ``dask.distributed``
+  LocalClusters of ``--workers`` single-threaded workers: one of worker processes,
+  one of worker threads, and one of worker processes whose glibc keeps freed memory
+  (all started once, outside the timing): the layer's array
   (matrix-free pieces, nothing built) and the same matrix read from a Zarr store
   (``from_zarr``: its CSR blocks read once and kept on the workers);
 
@@ -48,6 +49,7 @@ def main() -> None:
                     help="skip the stored matrix (from_zarr: CSR blocks kept on the workers)")
     args = ap.parse_args()
 
+    import dask
     import distributed
 
     import convmatrix
@@ -62,7 +64,11 @@ def main() -> None:
           f"{rows:,} x {cols:,} matrix; block budget {args.block_bytes}; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}")
     print("  " + describe(geom, 4))
-    kinds = {"processes": True, "threads": False}
+    # dask's worker processes set MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand every large
+    # temporary back to the system and fault it in again at the next step; "tuned" lets it keep them.
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+    tuned = {**env, "MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_MMAP_THRESHOLD_": str(2**26)}
+    kinds = {"processes": (True, env), "processes, malloc tuned": (True, tuned), "threads": (False, env)}
     best = {"memory": float("inf")}
     folder = tempfile.mkdtemp(prefix="convmatrix-bench-")
     store = os.path.join(folder, "layer.zarr")
@@ -70,9 +76,12 @@ def main() -> None:
         convmatrix.to_zarr(convmatrix.dask_matrix(w, shape, block_bytes=args.block_bytes, **kw), store)
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, folder, ignore_errors=True)
-        clusters = {kind: stack.enter_context(distributed.LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=processes, dashboard_address=None,
-            memory_limit=None)) for kind, processes in kinds.items()}
+        clusters = {}
+        for kind, (processes, environ) in kinds.items():
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+                clusters[kind] = stack.enter_context(distributed.LocalCluster(
+                    n_workers=args.workers, threads_per_worker=1, processes=processes, dashboard_address=None,
+                    memory_limit=None))
         for r in range(args.repeat):
             t_mem, s_mem = timed(lambda: convmatrix.spectral_norm(w, shape, **kw))
             best["memory"] = min(best["memory"], t_mem)

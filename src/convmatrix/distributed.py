@@ -854,20 +854,23 @@ def _layer_parts(geom: ConvGeometry, parts: int | None, client) -> int:
 
 
 def _pieces(D, persist: bool, parts: int | None, bar) -> list:
-    """D as pieces for the Gram products, made once and kept where they were made (the workers'
-    memory on a cluster) when ``persist``: matrix-free sub-layers for a :func:`dask_matrix`
-    array (nothing is built), else its row chunks as double-precision CSR."""
+    """D as pieces for the Gram products: matrix-free sub-layers for a :func:`dask_matrix` array
+    (nothing is built), else its row chunks as double-precision CSR; made once and kept where
+    they were made (the workers' memory on a cluster), the CSR blocks only when ``persist``."""
     client = _scheduler_client()
     layer = _LAYERS.get(D.name)
-    if layer is not None:
+    if layer is not None:  # sent to the workers once, not with every step
         n = _layer_parts(layer.geom, parts, client)
-        return [dask.delayed(p) for p in _layer_pieces(layer.w, layer.geom, n)]
-    bounds = [0, *np.cumsum(D.chunks[0]).tolist()]
-    pieces = [dask.delayed(_csr_piece)(chunk, (a, b), D.shape[1])
-              for chunk, a, b in zip(D.to_delayed().ravel(), bounds[:-1], bounds[1:])]
-    if not persist:
-        return pieces
-    bar.set_postfix_str(f"building {len(pieces)} blocks")
+        pieces = [dask.delayed(p) for p in _layer_pieces(layer.w, layer.geom, n)]
+        if len(pieces) == 1:
+            return pieces
+    else:
+        bounds = [0, *np.cumsum(D.chunks[0]).tolist()]
+        pieces = [dask.delayed(_csr_piece)(chunk, (a, b), D.shape[1])
+                  for chunk, a, b in zip(D.to_delayed().ravel(), bounds[:-1], bounds[1:])]
+        if not persist:
+            return pieces
+    bar.set_postfix_str(f"making {len(pieces)} pieces")
     if client is None:
         return list(dask.persist(*pieces))
     from distributed import wait
