@@ -16,6 +16,7 @@ No environment variable is ever set.
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from functools import lru_cache, wraps
 
@@ -31,10 +32,16 @@ def _controller():
     return threadpoolctl.ThreadpoolController()
 
 
+_lock = threading.Lock()
+_active = {"depth": 0, "limiter": None}  # nested and concurrent uses share one limit
+
+
 @contextmanager
 def one_blas_thread():
     """Run the body with every loaded BLAS/LAPACK on one thread; the previous settings come back after.
 
+    The limit is process-wide (BLAS has no per-thread setting): the first of nested or
+    concurrent uses sets it, the last one to leave restores the settings it found.
     Entering costs tens of microseconds (the libraries are looked up once).
 
     >>> import numpy as np
@@ -42,8 +49,18 @@ def one_blas_thread():
     ...     float(np.ones((2, 2)) @ np.ones(2) @ np.ones(2))
     4.0
     """
-    with _controller().limit(limits=1, user_api="blas"):
+    with _lock:
+        if _active["depth"] == 0:
+            _active["limiter"] = _controller().limit(limits=1, user_api="blas")
+        _active["depth"] += 1
+    try:
         yield
+    finally:
+        with _lock:
+            _active["depth"] -= 1
+            if _active["depth"] == 0:
+                _active["limiter"].restore_original_limits()
+                _active["limiter"] = None
 
 
 def single_threaded(fn):
