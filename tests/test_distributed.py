@@ -2,7 +2,7 @@
 
 Oracles: torch's own convolution (forward) and its autograd vector-Jacobian
 product (``M.T @ y``), the in-memory ``conv_matrix`` for block-for-block equality,
-SciPy slices for block sizes, and NumPy's dense SVD for the spectral norm.
+and SciPy slices for block sizes (the spectral norm: test_distributed_spectral.py).
 """
 
 from __future__ import annotations
@@ -181,16 +181,6 @@ def test_matvecs_agree_with_torch_and_the_matrix(name, local_scheduler, rng):
     DTy = np.asarray((D.T @ y).compute())
     np.testing.assert_allclose(DTy, torch_vjp(w, ishape, y, **kw), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.asarray((D @ X).compute()), M @ X, rtol=1e-13, atol=1e-13)
-
-
-def test_spectral_norm_through_dask(local_scheduler):
-    w, ishape, kw, M = layer("reflect-stride-groups")
-    D = convmatrix.dask_matrix(w, ishape, block_bytes=budget_for(M), **kw)
-    exact = np.linalg.norm(M.toarray(), 2)  # NumPy's dense SVD
-    assert convmatrix.dask_spectral_norm(D) == pytest.approx(exact, rel=1e-9)
-    wide = convmatrix.dask_matrix(w, (4, 4, 4), block_bytes=10**6, stride=2, groups=2)  # 8 x 64: the D D^T branch
-    assert convmatrix.dask_spectral_norm(wide) == pytest.approx(
-        np.linalg.norm(convmatrix.conv_matrix(w, (4, 4, 4), stride=2, groups=2).toarray(), 2), rel=1e-9)
 
 
 # ------------------------------------------------------------------------ Zarr
@@ -436,3 +426,16 @@ def test_unreachable_scheduler():
     assert time.monotonic() - t0 < 10
     with pytest.raises(TypeError, match="scheduler must be an address string"):
         dist.connect(None)
+
+
+def test_store_of_an_older_format(tmp_path):
+    """A store written before fingerprints and checksums (format 1) is never read or resumed, only replaced."""
+    old = zarr.open_group(str(tmp_path / "old.zarr"), mode="w")
+    old.attrs["convmatrix"] = {"format_version": 1, "shape": [6, 8], "dtype": "float64", "row_bounds": [0, 6]}
+    D = convmatrix.dask_matrix(np.ones((1, 1, 3)), (1, 8))
+    for call in (lambda: convmatrix.from_zarr(tmp_path / "old.zarr"),
+                 lambda: convmatrix.to_zarr(D, tmp_path / "old.zarr", resume=True)):
+        with pytest.raises(ValueError, match=r"written by an older convmatrix \(store format 1, without checksums\): "
+                                             "build it again with overwrite=True"):
+            call()
+    assert convmatrix.to_zarr(D, tmp_path / "old.zarr", overwrite=True).nnz == 18

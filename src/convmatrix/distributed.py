@@ -42,15 +42,20 @@ import os
 import shutil
 import threading
 import time
+import weakref
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from math import prod
 
 import numpy as np
 import scipy.sparse as sp
 
+from ._progress import progress_bar
 from .core.blocks import block_bounds
 from .core.geometry import ConvGeometry, format_bytes
 from .core.matrix import as_weight_array, build_csr, conv_geometry
+from .core.operator import ConvOperator
+from .core.threads import single_threaded
 
 try:
     import dask
@@ -155,6 +160,7 @@ def dask_matrix(weight, input_shape, *, block_bytes="512MB", **conv_kwargs) -> "
         dtype=w.dtype, meta=_meta(w.dtype), name=f"convmatrix-block-{_digest([source, list(bounds)])[:32]}",
     )
     _SOURCES[D.name] = source  # what to_zarr records, and checks on resume
+    D._convmatrix_layer = _LAYERS[D.name] = _Layer(w, geom)  # for dask_spectral_norm, as long as D lives
     return D
 
 
@@ -727,37 +733,250 @@ def evaluate_stored(paths, x, *, biases=None, activation: str = "relu") -> np.nd
 
 
 # ------------------------------------------------------------ linear algebra
-def dask_spectral_norm(D, *, tol: float = 1e-12, maxiter: int | None = None) -> float:
-    """The largest singular value of a chunked matrix, by Lanczos (ARPACK) on its Gram matrix.
+# ARPACK's tolerance on the Gram matrix's eigenvalue, as convmatrix.spectral_norm uses it:
+# sigma comes out far inside 1e-6 relative without iterating to machine precision.
+GRAM_TOL = 1e-8
 
-    Every iteration computes ``D^H (D v)`` (or ``D (D^H v)``, whichever is smaller)
-    through Dask, so blocks are rebuilt or re-read each time; ``D.persist()`` first
-    when the blocks fit in the cluster's memory.
+
+class _Layer:
+    """The weight and geometry behind a :func:`dask_matrix` array, for matrix-free work on it.
+
+    Held by the array itself (so it lives as long as the array) and found by the array's
+    name in ``_LAYERS``, a weak mapping: nothing is kept once the arrays are gone."""
+
+    def __init__(self, w: np.ndarray, geom: ConvGeometry):
+        self.w, self.geom = w, geom
+
+
+_LAYERS: "weakref.WeakValueDictionary[str, _Layer]" = weakref.WeakValueDictionary()
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Rows ``rows[0]:rows[1]`` of a matrix, nonzero only in columns ``cols[0]:cols[1]``, as ``A``:
+    a double-precision SciPy CSR block or a matrix-free sub-layer (a ConvOperator)."""
+
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    A: object
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        """These rows of ``M @ x`` (``x``: the whole vector)."""
+        x = x[self.cols[0]:self.cols[1]]
+        return self.A.matvec(x) if isinstance(self.A, ConvOperator) else self.A @ x
+
+    def rmatvec(self, y: np.ndarray) -> np.ndarray:
+        """Columns ``cols`` of ``M^H @ y`` for ``y`` zero outside these rows (``y``: these rows only)."""
+        if isinstance(self.A, ConvOperator):
+            return self.A.rmatvec(y)
+        if np.iscomplexobj(self.A.data):
+            return np.conj(self.A.T @ np.conj(y))
+        return self.A.T @ y
+
+
+def _double(dtype) -> type:
+    return np.complex128 if np.iscomplexobj(np.empty(0, dtype)) else np.float64
+
+
+def _csr_piece(chunk, rows: tuple[int, int], n_cols: int) -> _Piece:
+    """Dask task: a row chunk of D as a piece, in double precision (as spectral_norm computes)."""
+    m = _as_csr(chunk)
+    return _Piece(rows, (0, n_cols), m.astype(_double(m.dtype), copy=False))
+
+
+def _layer_pieces(w: np.ndarray, geom: ConvGeometry, parts: int) -> list[_Piece]:
+    """A layer's matrix cut into about ``parts`` pieces of whole output channels, each a matrix-free
+    sub-layer on the input channels of its groups: whole groups when there are at least
+    ``parts`` of them, else slices of the output channels of every group."""
+    w = w.astype(_double(w.dtype), copy=False)
+    g, cin, cout = geom.groups, geom.in_channels // geom.groups, geom.out_channels // geom.groups
+    per_row, per_col = prod(geom.output_size), prod(geom.input_size)
+    if g >= parts:
+        step = -(-g // parts)
+        spans = [(j, min(j + step, g), 0, cout) for j in range(0, g, step)]  # groups j0:j1, every channel
+    else:
+        step = -(-cout * g // parts)
+        spans = [(j, j + 1, c, min(c + step, cout)) for j in range(g) for c in range(0, cout, step)]
+    pieces = []
+    for j0, j1, c0, c1 in spans:
+        k = j1 - j0  # groups in the piece; output channels c0:c1 of each
+        outs = np.concatenate([np.arange(j * cout + c0, j * cout + c1) for j in range(j0, j1)])
+        sub = w[j0 * cin:j1 * cin, c0:c1] if geom.transposed else w[outs]  # transposed: (C_in, C_out/g, *k)
+        sub_geom = replace(geom, in_channels=k * cin, out_channels=k * (c1 - c0), groups=k)
+        rows = (int(outs[0]) * per_row, (int(outs[-1]) + 1) * per_row)
+        pieces.append(_Piece(rows, (j0 * cin * per_col, j1 * cin * per_col),
+                             ConvOperator(np.ascontiguousarray(sub), sub_geom)))
+    return pieces
+
+
+def _embed_sum(parts, n: int, dtype) -> np.ndarray:
+    """Dask task: the sum of ``((lo, hi), vector)`` parts, each added into ``out[lo:hi]``."""
+    out = np.zeros(n, dtype=dtype)
+    for (lo, hi), vec in parts:
+        out[lo:hi] += vec
+    return out
+
+
+def _gram_part(piece: _Piece, v: np.ndarray):
+    """Dask task: ``A^H (A v)`` of one piece: the Gram matrix ``M^H M`` is their sum."""
+    return piece.cols, piece.rmatvec(piece.matvec(v))
+
+
+def _adjoint_part(piece: _Piece, u: np.ndarray):
+    return piece.cols, piece.rmatvec(u[piece.rows[0]:piece.rows[1]])
+
+
+def _matvec_part(piece: _Piece, z: np.ndarray):
+    return piece.rows, piece.matvec(z)
+
+
+def _scheduler_client():
+    """The ``dask.distributed`` client that ``dask.compute`` would use now, or None."""
+    owner = getattr(dask.base.get_scheduler(), "__self__", None)
+    return owner if type(owner).__name__ == "Client" else None
+
+
+# Multiply-adds of one Gram product per piece below which more pieces cost more (one more
+# round trip to the workers per step, the input gathered once more per piece) than they save.
+PIECE_WORK = 2 * 10**8
+
+
+def _layer_parts(geom: ConvGeometry, parts: int | None, client) -> int:
+    """Pieces to cut a layer into: ``parts``, or one per ``PIECE_WORK`` of a Gram product, at most
+    one per worker thread."""
+    if parts is not None:
+        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+            raise ValueError(f"parts must be a positive int or None (chosen by the work per step), got {parts!r}")
+        return parts
+    threads = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
+    work = 2 * geom.matrix_shape[0] * prod(geom.kernel_size) * (geom.in_channels // geom.groups)
+    return max(1, min(threads, work // PIECE_WORK))
+
+
+def _pieces(D, persist: bool, parts: int | None, bar) -> list:
+    """D as pieces for the Gram products: matrix-free sub-layers for a :func:`dask_matrix` array
+    (nothing is built), else its row chunks as double-precision CSR; made once and kept where
+    they were made (the workers' memory on a cluster), the CSR blocks only when ``persist``."""
+    client = _scheduler_client()
+    layer = _LAYERS.get(D.name)
+    if layer is not None:  # sent to the workers once, not with every step
+        n = _layer_parts(layer.geom, parts, client)
+        pieces = [dask.delayed(p) for p in _layer_pieces(layer.w, layer.geom, n)]
+        if len(pieces) == 1:
+            return pieces
+    else:
+        bounds = [0, *np.cumsum(D.chunks[0]).tolist()]
+        pieces = [dask.delayed(_csr_piece)(chunk, (a, b), D.shape[1])
+                  for chunk, a, b in zip(D.to_delayed().ravel(), bounds[:-1], bounds[1:])]
+        if not persist:
+            return pieces
+    bar.set_postfix_str(f"making {len(pieces)} pieces")
+    if client is None:
+        return list(dask.persist(*pieces))
+    from distributed import wait
+
+    pieces = list(client.persist(pieces))
+    wait(pieces)
+    return pieces
+
+
+def _gram_product(pieces: list, shape: tuple[int, int], dtype, task=dask.delayed):
+    """``v -> D^H D v`` (D tall or square) or ``u -> D D^H u`` (D wide), one task per piece, summed
+    (for ``D D^H``: then one more per piece, summed). With ``task=dask.delayed`` every product is
+    one Dask computation; with the identity (inside one task) it runs right here."""
+    rows, cols = shape
+    run = (lambda x: dask.compute(x)[0]) if task is dask.delayed else (lambda x: x)
+
+    def gram(v):
+        v = task(np.asarray(v), pure=True) if task is dask.delayed else v  # one key, sent once per worker
+        if cols <= rows:
+            return run(task(_embed_sum)([task(_gram_part)(p, v) for p in pieces], cols, dtype))
+        z = task(_embed_sum)([task(_adjoint_part)(p, v) for p in pieces], cols, dtype)
+        return run(task(_embed_sum)([task(_matvec_part)(p, z) for p in pieces], rows, dtype))
+
+    return gram
+
+
+@single_threaded  # ARPACK's own BLAS calls on long vectors: threads only wait for each other
+def _top_eigenvalue(gram, n: int, dtype, tol: float, maxiter: int | None) -> float:
+    """The largest eigenvalue of the n x n Hermitian positive semi-definite ``gram`` (a callable)."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    if n <= 2:  # ARPACK needs n > k + 1: form the tiny Gram matrix instead
+        return float(np.linalg.eigvalsh(np.column_stack([gram(e) for e in np.eye(n, dtype=dtype)])).max())
+    op = LinearOperator((n, n), matvec=gram, dtype=dtype)
+    v0 = np.random.default_rng(0).standard_normal(n).astype(dtype)
+    lam = eigsh(op, k=1, which="LA", tol=tol, maxiter=maxiter, v0=v0, ncv=min(n, 20), return_eigenvectors=False)
+    return float(np.real(lam[0]))
+
+
+def _eigenvalue_task(pieces: list, shape: tuple[int, int], dtype, tol: float, maxiter: int | None) -> float:
+    """Dask task: the whole Lanczos run on one piece's worker (no round trip per step)."""
+    return _top_eigenvalue(_gram_product(pieces, shape, dtype, task=lambda f, **_: f), min(shape), dtype, tol,
+                           maxiter)
+
+
+def dask_spectral_norm(D, *, tol: float = GRAM_TOL, maxiter: int | None = None, persist: bool = True,
+                       parts: int | None = None, progress: bool | None = None) -> float:
+    """The largest singular value of a row-chunked matrix, by Lanczos (ARPACK) on its Gram matrix.
+
+    Parameters
+    ----------
+    D : dask.array.Array
+        Chunked along rows only, as :func:`dask_matrix` and :func:`from_zarr` give.
+    tol : float
+        ARPACK's relative tolerance on the Gram matrix's top eigenvalue. The default,
+        the one :func:`convmatrix.spectral_norm` uses, gives the norm to 1e-6 relative.
+    maxiter : int, optional
+        At most this many Lanczos restarts (ARPACK's default when None).
+    persist : bool
+        For a matrix that is not a :func:`dask_matrix` array (e.g. :func:`from_zarr`):
+        True (default) builds or reads every block once, as double-precision CSR, and
+        keeps it where it was made (a ``dask.distributed`` cluster must hold the matrix:
+        about its CSR bytes, more for float32); every step is then one task per block.
+        False rebuilds or re-reads every block at every step (memory of one block per
+        worker).
+    parts : int, optional
+        For a :func:`dask_matrix` array, which needs no block at all: the number of
+        matrix-free pieces (sub-layers of a range of output channels each) that share
+        every step. None: one per ``PIECE_WORK`` multiply-adds of a step, at most one per
+        worker thread. With one piece the whole Lanczos run is a single task on a worker.
+    progress : bool or None
+        A progress bar on stderr (one tick per Lanczos step); None: only on a terminal.
+
+    Returns
+    -------
+    float
+        ``||D||_2``, computed in double precision whatever D's dtype, from ``D^H D`` or
+        ``D D^H``, whichever is smaller, on the current scheduler (threads, or a
+        ``dask.distributed`` client).
 
     >>> import numpy as np, convmatrix
     >>> D = convmatrix.dask_matrix(np.ones((1, 1, 2)), (1, 4), block_bytes=100)
     >>> round(dask_spectral_norm(D), 6)  # the 3x4 matrix of [1, 1]: 2 cos(pi/8)
     1.847759
     """
-    from scipy.sparse.linalg import LinearOperator, eigsh
-
     _check_rows_only(D)
-    rows, cols = D.shape
-    DH = D.conj().T if np.iscomplexobj(np.empty(0, D.dtype)) else D.T
-    if min(rows, cols) == 0:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
+        raise ValueError(f"tol must be a number in [0, 1) (0: machine precision), got {tol!r}")
+    if min(D.shape) == 0:
         return 0.0
-    first, second, n = (D, DH, cols) if cols <= rows else (DH, D, rows)
+    n, dtype = min(D.shape), _double(D.dtype)
+    with progress_bar(None, "spectral norm (Dask)", show=progress, unit="step") as bar:
+        pieces = _pieces(D, persist, parts, bar)
+        if len(pieces) == 1 and D.name in _LAYERS:
+            bar.set_postfix_str("Lanczos in one task")
+            lam = dask.compute(dask.delayed(_eigenvalue_task)(pieces, D.shape, dtype, tol, maxiter))[0]
+        else:
+            product = _gram_product(pieces, D.shape, dtype)
+            bar.set_postfix_str("Lanczos on the Gram matrix")
 
-    def gram(v):
-        return np.asarray((second @ (first @ v)).compute()).ravel()
+            def gram(v):
+                bar.update()
+                return product(v)
 
-    if n <= 2:  # ARPACK needs n > k + 1: form the tiny Gram matrix instead
-        G = np.column_stack([gram(e) for e in np.eye(n, dtype=D.dtype)])
-        return float(np.sqrt(max(np.linalg.eigvalsh(G).max(), 0.0)))
-    op = LinearOperator((n, n), matvec=gram, dtype=D.dtype)
-    v0 = np.random.default_rng(0).standard_normal(n).astype(D.dtype)
-    lam = eigsh(op, k=1, which="LA", tol=tol, maxiter=maxiter, v0=v0, return_eigenvectors=False)
-    return float(np.sqrt(max(float(np.real(lam[0])), 0.0)))
+            lam = _top_eigenvalue(gram, n, dtype, tol, maxiter)
+    return float(np.sqrt(max(lam, 0.0)))
 
 
 # -------------------------------------------------------------- schedulers
