@@ -273,7 +273,7 @@ def test_explore_takes_shapes_weights_and_lists(rng):
 
 @pytest.mark.parametrize("call, match", [
     (lambda: convmatrix.explore((2, 1, 2, 2)), "input_shape is required"),
-    (lambda: convmatrix.explore(None, (1, 3, 3)), "without a layer shows the seed example"),
+    (lambda: convmatrix.explore(None, (1, 3, 3)), "without a layer shows the 2x1x2x2 example"),
     (lambda: convmatrix.explore(torch.nn.Conv2d(1, 1, 2), (1, 3, 3), stride=2), "come from the module"),
     (lambda: convmatrix.explore(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 2), torch.nn.Upsample(scale_factor=2)),
                                 (1, 4, 4)), r"'1' \(Upsample\) is not a convolution, pool"),
@@ -323,7 +323,7 @@ def test_formula_has_a_bias_term_only_with_a_bias():
     (lambda: convmatrix.explore((2, 1, 2, 2), (1, 3, 3), bias=[1, 2, 3]), "bias needs one number or 2"),
     (lambda: convmatrix.explore([(2, 1, 3), (2, 2, 3)], (1, 7), bias=1), "bias is for a single weight"),
     (lambda: convmatrix.explore((2, 1, 2, 2), (1, 3, 3), x=np.ones(8)), "x must have the input's 9 numbers"),
-    (lambda: convmatrix.explore(None, x=np.ones(9)), "without a layer shows the seed example"),
+    (lambda: convmatrix.explore(None, x=np.ones(9)), "without a layer shows the 2x1x2x2 example"),
 ])
 def test_explore_value_errors(call, match):
     with pytest.raises(ValueError, match=match):

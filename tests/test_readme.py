@@ -2,7 +2,8 @@
 
 The ```python blocks run in order in one namespace (a block of ``>>>`` lines runs as a doctest
 and must print what it shows); every ``$ convmatrix ...`` line of a shell block runs the command,
-which must succeed, and ``show``/``neuron`` must print exactly the lines under them. Files an
+which must succeed (or, where the README shows its ``error:``, be refused with exit status 2), and
+``show``/``neuron`` must print exactly the lines under them. Files an
 example writes (models, stores, pictures) land in a temporary folder, the working directory.
 """
 
@@ -52,7 +53,8 @@ def _run_command(command: str, expected: str, line: int, capsys) -> None:
     capsys.readouterr()
     status = main(argv[1:])
     printed = capsys.readouterr()
-    assert status == 0, f"README line {line}: {command}\n{printed.err}"
+    refused = "error:" in expected  # an example of a refusal: one line on stderr, exit status 2
+    assert status == (2 if refused else 0), f"README line {line}: {command}\n{printed.err}"
     if argv[1] in EXACT_COMMANDS and expected.strip():
         if "..." in expected:  # an elided output: "..." stands for any text, and the README may stop early
             checker = doctest.OutputChecker()

@@ -8,7 +8,7 @@ from .options import add_command, add_conv_options, add_weight_options, conv_kwa
 
 EPILOG = """\
 examples:
-  convmatrix explore                                the seed question's 2x1x2x2 kernel on 1x3x3
+  convmatrix explore                                the 2x1x2x2 example kernel on 1x3x3
   convmatrix explore 2x1x2x2 1x3x3                  the same, named explicitly
   convmatrix explore 4x2x3x3 2x8x8 --stride 2 --padding 1 --padding-mode reflect
   convmatrix explore 2x1x2x2 1x3x3 -o seed.html     one self-contained page (works offline)

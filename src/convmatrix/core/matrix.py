@@ -139,7 +139,7 @@ def conv_matrix(
 
     Examples
     --------
-    The worked example of the seed question: a 2x1x2x2 kernel on a 1x3x3 input.
+    The classic worked example: a 2x1x2x2 kernel on a 1x3x3 input.
 
     >>> import numpy as np, convmatrix
     >>> K = np.arange(1., 9.).reshape(2, 1, 2, 2)

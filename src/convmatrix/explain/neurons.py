@@ -231,7 +231,7 @@ def neuron(weight, input_shape, index_or_coords, *, bias=None, activation=None, 
 
     Examples
     --------
-    The seed question's layer: output neuron 1 is ``y[0,0,1]``.
+    The 2x1x2x2 example layer: output neuron 1 is ``y[0,0,1]``.
 
     >>> n = neuron((2, 1, 2, 2), (1, 3, 3), 1)
     >>> n.coords, n.inputs.tolist(), n.box

@@ -2,7 +2,7 @@
 
 - :func:`plot_matrix`: the matrix M, every stored entry coloured by the kernel
   entry that fills it (or by its value, when the weight is given), with the block
-  boundaries of the seed's answer (thin lines between image rows, thick lines
+  boundaries of the classic worked example (thin lines between image rows, thick lines
   between channels).
 - :func:`plot_neuron`: one output neuron of one layer: the input neurons it reads,
   one grid per input channel, each cell coloured by its kernel entry (or weight),

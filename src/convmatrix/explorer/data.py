@@ -18,7 +18,7 @@ page's JavaScript repeats convolution index arithmetic.
 
 Maps are numbered 0 (the input, ``in``) to L (the output, ``out``); layer l maps
 map l to map l+1, and neuron n of map l+1 is row n of layer l's matrix, neuron n
-of map l its column n (C-order flattening, as in CONTRACT.md).
+of map l its column n (C-order flattening, as everywhere in convmatrix).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class QueryError(ValueError):
 
 # ------------------------------------------------------------------------ specs
 def default_spec() -> dict:
-    """The seed question's layer: a 2x1x2x2 kernel on a 1x3x3 input."""
+    """The 2x1x2x2 example layer: a 2x1x2x2 kernel on a 1x3x3 input."""
     return {"input": "1x3x3", "layers": [layer_spec((2, 1, 2, 2))]}
 
 
@@ -250,7 +250,7 @@ class Stack:
     layers: list[Layer]
     budget: int = DEFAULT_BUDGET
     model: dict | None = None  # a model's stack: its source, skipped and left-out nodes (models.py)
-    x: np.ndarray | None = None  # the input's numbers (default 1, 2, 3, ..., as in the seed's answer)
+    x: np.ndarray | None = None  # the input's numbers (default 1, 2, 3, ..., as in the classic worked example)
 
     @cached_property
     def values(self) -> list[np.ndarray] | None:

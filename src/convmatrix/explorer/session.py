@@ -118,12 +118,12 @@ def explore(layer=None, input_shape=None, *, bias=None, x=None, budget: int = DE
     (element-wise activations, batch norm and dropout between them are skipped: they keep
     every input set; the stack stops at a Flatten or Linear head), the path of an ONNX
     file (the same, from its nodes; its input shape is the model's), or a list of weight
-    shapes or ``(weight_shape, conv_kwargs)`` pairs; ``None`` is the seed question's
+    shapes or ``(weight_shape, conv_kwargs)`` pairs; ``None`` is the 2x1x2x2 example
     2x1x2x2 kernel on 1x3x3. ``conv_kwargs`` apply to a single weight or shape, and so
     does ``bias`` (one number per output channel, or one for all; without it the
     formulas have no bias term). ``x``: the input's numbers (an array of ``input_shape``), which
     the page shows in the input's cells, with every later neuron's value computed from them
-    (default 1, 2, 3, ..., the input of the seed's answer).
+    (default 1, 2, 3, ..., the input of the classic worked example).
     See :mod:`convmatrix.explorer.models` for how a model becomes a stack.
     """
     if isinstance(layer, (str, os.PathLike)) or type(layer).__name__ == "ModelProto":
@@ -135,7 +135,7 @@ def explore(layer=None, input_shape=None, *, bias=None, x=None, budget: int = DE
         return Explorer(model.spec, model.weights, model.biases, x=x, budget=budget, max_page_bytes=max_page_bytes)
     if layer is None:
         if input_shape is not None or conv_kwargs or bias is not None or x is not None:
-            raise ValueError("explore() without a layer shows the seed example; give a layer to set "
+            raise ValueError("explore() without a layer shows the 2x1x2x2 example; give a layer to set "
                              "input_shape or conv options")
         return Explorer(default_spec(), budget=budget, max_page_bytes=max_page_bytes)
     if input_shape is None:

@@ -183,7 +183,7 @@
     S.summary = summary;
     S.cache.clear();
     S.layer = Math.min(S.layer, summary.layers.length - 1);
-    // numbers when the layer's values were given, letters (like the seed's answer) otherwise
+    // numbers when the layer's values were given, letters (like the classic worked example) otherwise
     if (S.labels === null) S.labels = summary.layers.some((L) => L.values_given) ? "numbers" : "names";
     if (S.cellText === null) S.cellText = "values";
     S.view = null; S.chan0 = {}; S.depth = {}; S.current = null; S.pinned = null;
