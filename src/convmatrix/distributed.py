@@ -50,6 +50,7 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
+from ._optional import require
 from ._progress import progress_bar
 from .core.blocks import block_bounds
 from .core.geometry import ConvGeometry, format_bytes
@@ -57,16 +58,10 @@ from .core.matrix import as_weight_array, build_csr, conv_geometry
 from .core.operator import ConvOperator
 from .core.threads import single_threaded
 
-try:
-    import dask
-    import dask.array as da
-    import sparse
-    import zarr
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"convmatrix's Dask/Zarr features need the 'dask' extra ({exc}); "
-        "install it with: pip install 'convmatrix[dask]'"
-    ) from exc
+dask = require("dask", extra="dask", feature="Dask and Zarr")
+da = require("dask.array", extra="dask", feature="Dask and Zarr")
+sparse = require("sparse", extra="dask", feature="Dask and Zarr")
+zarr = require("zarr", extra="dask", feature="Dask and Zarr")
 
 __all__ = [
     "dask_matrix",

@@ -28,8 +28,11 @@ from math import prod
 
 import numpy as np
 
+from .._optional import require
 from .neurons import neuron
 from .symbolic import entry_weights, kernel_names
+
+require("matplotlib", extra="plot", feature="plot_matrix, plot_neuron and plot_receptive_field")
 
 __all__ = ["plot_matrix", "plot_neuron", "plot_receptive_field", "OKABE_ITO"]
 
@@ -48,9 +51,6 @@ EMPTY, READ, BOX = "#F5F5F5", "#E69F00", "#D55E00"
 
 
 def _figure(width: float, height: float):
-    from .._optional import require
-
-    require("matplotlib", extra="plot", feature="plotting")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

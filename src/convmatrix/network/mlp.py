@@ -10,7 +10,10 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import torch
+
+from .._optional import require
+
+torch = require("torch", extra="torch", feature="to_mlp")
 
 from ..core.geometry import check_memory
 from .activations import activation_module

@@ -10,8 +10,11 @@ original kernel. This module imports torch; ``convmatrix`` reaches it lazily.
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import nn
+
+from .._optional import require
+
+torch = require("torch", extra="torch", feature="from_module and to_linear")
+nn = torch.nn
 
 from ..core.geometry import ConvGeometry
 from ..core.matrix import (

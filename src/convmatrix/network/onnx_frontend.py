@@ -27,6 +27,7 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
+from .._optional import require
 from ..core.geometry import conv_output_size, conv_transpose_output_size
 from .ir import Affine, Graph, Max
 from .layers import (adaptive_windows, avg_pool_affine, batch_norm_affine, channel_affine, codes,
@@ -99,7 +100,7 @@ def operators_markdown() -> str:
 
 def read_onnx(source):
     """An ``onnx.ModelProto`` from a path or a model; bad files give a one-line ValueError."""
-    import onnx
+    onnx = require("onnx", extra="onnx", feature="reading ONNX models")
 
     if type(source).__name__ == "ModelProto":
         return source

@@ -26,6 +26,7 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
+from .._optional import require
 from ..core.geometry import conv_transpose_output_size
 from .activations import ACTIVATIONS as ACTIVATION_TABLE
 from .activations import FUNCTIONAL
@@ -65,7 +66,7 @@ def _tuple(v, nd):
 
 class _TorchLoader:
     def __init__(self, model, input_shape, batch=2, seed=0, eval_mode=False):
-        import torch
+        torch = require("torch", extra="torch", feature="reading a torch model")
         import torch.fx
 
         self.torch = torch
