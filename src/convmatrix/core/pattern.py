@@ -33,7 +33,7 @@ from math import prod
 
 import numpy as np
 
-from .geometry import ConvGeometry
+from .geometry import ConvGeometry, check_memory, check_pattern_memory
 
 __all__ = ["axis_taps", "TapPattern", "tap_pattern", "index_dtype_for", "row_counts"]
 
@@ -62,6 +62,8 @@ def axis_taps(geom: ConvGeometry, axis: int) -> tuple[np.ndarray, np.ndarray, np
     n_out = geom.output_size[axis]
     k, s, d = geom.kernel_size[axis], geom.stride[axis], geom.dilation[axis]
     lo = geom.padding[axis][0]
+    check_memory(n_out * k * 48, None, f"the 1-D tap pattern of spatial dimension {axis} ({n_out:,} outputs x "
+                 f"{k:,} taps)", "use a smaller input, or a larger stride")
     o = np.repeat(np.arange(n_out, dtype=np.int64), k)
     # Transposed layers read input positions that fall as the tap grows: listing taps
     # backwards there leaves zero padding already sorted by (o, i, t).
@@ -589,7 +591,8 @@ def _default_workers(nnz: int) -> int:
 
 @lru_cache(maxsize=16)
 def tap_pattern(geom: ConvGeometry) -> TapPattern:
-    """The (cached) tap pattern of a geometry."""
+    """The (cached) tap pattern of a geometry; ValueError with the estimate if it cannot fit in memory."""
+    check_pattern_memory(geom)
     return TapPattern(geom)
 
 

@@ -15,7 +15,7 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
-from ..core.matrix import as_weight_array, conv_geometry, conv_matrix
+from ..core.matrix import as_bias, as_weight_array, conv_geometry, conv_matrix
 
 __all__ = [
     "conv_affine", "linear_affine", "channel_affine", "gather_matrix", "codes",
@@ -33,7 +33,8 @@ def conv_affine(weight, bias, input_shape, **conv_kwargs):
     geom = conv_geometry(w.shape, tuple(input_shape), **conv_kwargs)
     M = conv_matrix(w, tuple(input_shape), **conv_kwargs)
     per_channel = prod(geom.output_shape[1:])
-    b = np.zeros(M.shape[0]) if bias is None else np.repeat(_f64(bias).reshape(-1), per_channel)
+    b = np.zeros(M.shape[0]) if bias is None else np.repeat(as_bias(bias, geom.out_channels, dtype=np.float64),
+                                                            per_channel)
     return M, b, tuple(geom.output_shape)
 
 
