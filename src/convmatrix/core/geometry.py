@@ -250,7 +250,9 @@ def as_window(name: str, value, n: int) -> range:
         a, b = value
     else:
         raise TypeError(f"{name} must be None, (start, stop), a slice or a range with step 1, got {value!r}")
-    a, b = as_int(f"{name} start", a, maximum=None), as_int(f"{name} stop", b, maximum=None)
+    if not (_is_int(a) and _is_int(b)):
+        raise TypeError(f"{name} must hold ints, got {value!r}")
+    a, b = int(a), int(b)
     if not 0 <= a < b <= n:
         raise ValueError(f"{name} must satisfy 0 <= start < stop <= {n}, got ({a}, {b})")
     return range(a, b)
