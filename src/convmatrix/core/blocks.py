@@ -10,6 +10,7 @@ whose CSR bytes stay within a budget. Stacked, the blocks are exactly
 
 from __future__ import annotations
 
+from math import prod
 from typing import Iterator
 
 import numpy as np
@@ -37,6 +38,10 @@ class _RowBytes:
     """
 
     def __init__(self, w: np.ndarray, geom: ConvGeometry):
+        positions = prod(geom.output_size)
+        check_memory(16 * (positions + 1), None,
+                     f"planning the row blocks (the entry counts of one output channel's {positions:,} rows)",
+                     "use a smaller input, or a larger stride")
         counts = row_counts(geom)
         self.ptr = np.concatenate([[0], np.cumsum(counts)])
         self.n_positions = max(len(counts), 1)

@@ -33,7 +33,7 @@ from math import prod
 
 import numpy as np
 
-from .geometry import ConvGeometry, check_memory, check_pattern_memory
+from .geometry import ConvGeometry, check_memory, check_pattern_memory, matrix_entries
 
 __all__ = ["axis_taps", "TapPattern", "tap_pattern", "index_dtype_for", "row_counts"]
 
@@ -161,7 +161,10 @@ def _axis_ragged(geom: ConvGeometry, axis: int) -> _Ragged:
 
 
 def axis_nnz(geom: ConvGeometry) -> int:
-    """Exact number of stored entries of the matrix, from the 1-D patterns alone (cheap)."""
+    """Exact number of stored entries of the matrix: closed forms, else the 1-D patterns (cheap)."""
+    nnz, exact = matrix_entries(geom)
+    if exact:
+        return nnz
     spatial = prod(int(_axis_ragged(geom, ax).ptr[-1]) for ax in range(geom.ndim))
     return geom.out_channels * geom.in_per_group * spatial
 
