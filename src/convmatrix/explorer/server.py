@@ -21,7 +21,7 @@ from .page import render_page
 __all__ = ["create_app", "bind", "MAX_SPEC_CHARS"]
 
 #: The longest spec a query may carry (a page's spec is a few hundred characters per layer).
-MAX_SPEC_CHARS = 100_000
+MAX_SPEC_CHARS = 50_000
 
 
 class _Stacks:
