@@ -291,6 +291,13 @@ def _check_fourier(geom, axes, k, max_bytes) -> None:
         )
 
 
+def _check_vectors(geom, w, what: str) -> None:
+    """Refuse a matrix-free (Lanczos) route whose basis vectors would not fit in memory."""
+    check_memory(40 * sum(geom.matrix_shape) * w.itemsize, None,
+                 f"{what}: the Lanczos vectors of the {geom.matrix_shape[0]:,} x {geom.matrix_shape[1]:,} matrix",
+                 "use spectral_norm_bounds(..., iterations=...) for a certified bracket, or a smaller input")
+
+
 def _dense_singular_values(w, geom) -> np.ndarray:
     return np.linalg.svd(build_csr(w, geom).toarray(), compute_uv=False)
 
@@ -342,6 +349,8 @@ def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int
     True
     """
     w, geom = _prepare(weight, input_shape, conv_kwargs)
+    if max_bytes is not None:
+        max_bytes = as_int("max_bytes", max_bytes, minimum=0, maximum=None)
     n_sv = min(geom.matrix_shape)
     if k is not None:
         k = as_int("k", k, maximum=None)
@@ -367,6 +376,7 @@ def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int
             f"k={k} asks for all {n_sv} singular values of a matrix too large for a dense SVD "
             f"({format_bytes(_dense_bytes(geom, w))}); ARPACK finds at most min(M.shape) - 1 = {n_sv - 1}"
         )
+    _check_vectors(geom, w, "singular_values")
     op = _conv_operator(w, geom)
     s = spla.svds(op, k=k, which="LM", return_singular_vectors=False, tol=1e-10,
                   ncv=min(n_sv, max(2 * k + 1, 32)), v0=_start_vector(min(op.shape), op.dtype),
@@ -400,6 +410,7 @@ def spectral_norm(weight, input_shape, **conv_kwargs) -> float:
         gram = (M @ M.conj().T) if rows <= cols else (M.conj().T @ M)
         lam = np.linalg.eigvalsh(gram.toarray())[-1]
         return float(np.sqrt(max(lam, 0.0)))
+    _check_vectors(geom, w, "spectral_norm")
     gram = _gram_operator(_conv_operator(w, geom))
     # tol bounds the residual relative to the eigenvalue: 1e-8 leaves sigma far inside 1e-6.
     lam = spla.eigsh(gram, k=1, which="LA", tol=1e-8, v0=_start_vector(gram.shape[0], gram.dtype),
