@@ -12,6 +12,7 @@ Four kinds of random trials (derandomised by default; ``HYPOTHESIS_PROFILE=thoro
 from __future__ import annotations
 
 import json
+import re
 import resource
 
 import numpy as np
@@ -156,6 +157,32 @@ def test_one_bad_argument_is_named(bad, call):
     with pytest.raises((ValueError, TypeError)) as info:
         call(weight, shape, kw)
     assert _names_it(info.value, word), f"{call.__name__}({name}={value!r}): {info.value}"
+
+
+SIGNAL_BAD = [("n", v) for v in ("3", 3.5, -1, 0, None, True, 10**20, (3, 3))] + \
+             [("a", v) for v in ("abc", None, np.ones((2, 2, 2, 2)), np.array(["x"]))] + \
+             [("mode", v) for v in (1, "wide", None)]
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SIGNAL_BAD), st.sampled_from(["convolution_matrix", "convmtx", "convmtx2"]))
+def test_signal_functions_name_the_bad_argument(bad, which):
+    name, value = bad
+    args = {"a": [1.0, 2.0, 3.0], "n": 4, "mode": "full"}
+    args[name] = value
+    if which == "convolution_matrix":
+        call = lambda: convmatrix.convolution_matrix(args["a"], args["n"], args["mode"])  # noqa: E731
+    elif name == "mode":
+        return  # MATLAB's functions have no mode
+    elif which == "convmtx":
+        call = lambda: convmatrix.convmtx(args["a"], args["n"])  # noqa: E731
+    else:
+        H = np.ones((2, 2)) if name != "a" else value
+        call = lambda: convmatrix.convmtx2(H, 3, args["n"])  # noqa: E731
+    with pytest.raises((ValueError, TypeError)) as info:
+        call()
+    own = {"convolution_matrix": "a", "convmtx": "h", "convmtx2": "H"}[which] if name == "a" else name
+    assert re.search(rf"\b{own}\b", str(info.value)), (which, name, value, str(info.value))
 
 
 @pytest.mark.parametrize("call", [convmatrix.singular_values, convmatrix.spectral_norm,

@@ -196,7 +196,9 @@ def conv_matrix(
     >>> (M @ np.arange(1., 10.))[:4]
     array([37., 47., 67., 77.])
     """
-    if not isinstance(format, str) or format not in FORMATS:
+    if not isinstance(format, str):
+        raise TypeError(f"format must be one of {FORMATS}, got {format!r} ({type(format).__name__})")
+    if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     torch_weight = weight if (format == "torch" and _is_torch_tensor(weight)) else None
     w = as_weight_array(weight)
