@@ -100,7 +100,7 @@ BAD = [
     ("input_shape", (1, 2**40, 1), "would need"),
     ("input_shape", (1, 10**6, 10**6), "would need"),
     ("padding", 10**8, "would need"),
-    ("padding", (10**7, 0), "would need"),
+    ("padding", (10**11, 0), "would need"),
 ]
 
 

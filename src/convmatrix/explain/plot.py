@@ -56,7 +56,7 @@ def plot_matrix(weight_shape, input_shape, *, rows=None, cols=None, annotate: bo
     'M: 8 x 9, 32 stored entries (rows 0:8, columns 0:9)'
     """
     from ..core.matrix import conv_geometry
-    from .symbolic import _window
+    from ..core.geometry import as_window as _window
 
     geom = conv_geometry(weight_shape, input_shape, **conv_kwargs)
     r = _window("rows", rows, geom.matrix_shape[0])

@@ -91,8 +91,11 @@ def chain_to_torch(chain: Chain, dtype=None, max_bytes: int | None = None):
 
 def _activation_widths(model, input_shape) -> list[int]:
     """Neurons per sample at the output of each element-wise activation module, in execution order,
-    then of the output (one forward pass on zeros, through hooks). ValueError if the model does not
-    run on that input."""
+    then of the output: one forward pass on zeros, through hooks. [] when that cannot be done without
+    side effects (a module in training mode) or the model does not run (the front end then says why,
+    naming the layer)."""
+    if any(m.training for m in model.modules()):
+        return []
     dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.float32)
     check_memory(int(np.prod(input_shape)) * torch.empty((), dtype=dtype).element_size(), None,
                  f"an input of shape {tuple(input_shape)}", "convert a smaller input shape")
@@ -103,9 +106,8 @@ def _activation_widths(model, input_shape) -> list[int]:
     try:
         with torch.no_grad():
             out = model(torch.zeros(1, *input_shape, dtype=dtype))
-    except Exception as exc:  # torch's own message, as one line
-        message = " ".join(str(exc).split()[:60])
-        raise ValueError(f"model does not run on an input of shape (N, *{tuple(input_shape)}): {message}") from None
+    except Exception:  # noqa: BLE001 - reported by the front end, with the layer's name
+        return []
     finally:
         for h in hooks:
             h.remove()
@@ -120,6 +122,8 @@ def dense_bytes_lower_bound(model, input_shape, itemsize: int = 4) -> int:
     only the last Linear, into the output, is counted.
     """
     widths = _activation_widths(model, input_shape)
+    if not widths:
+        return 0
     flat = isinstance(model, torch.nn.Sequential) and not any(
         isinstance(m, torch.nn.Sequential) or len(list(m.children())) for m in model.children())
     if flat:
