@@ -26,7 +26,16 @@ from convmatrix.cli import main
 from oracles import torch_conv, torch_module
 from strategies import forward_convs, transposed_convs
 
-FEW = settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SCALE = settings.default.max_examples / 60  # 1 in the default profile, 5 in the thorough one
+HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+
+
+def examples(n: int) -> settings:
+    """``n`` examples in the default profile, proportionally more in the thorough one."""
+    return settings(max_examples=max(1, round(n * SCALE)), suppress_health_check=HEALTH)
+
+
+FEW = examples(30)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -119,7 +128,7 @@ def _call_blocks(weight, input_shape, kw):
 
 def _call_operator(weight, input_shape, kw):
     op = convmatrix.operator(weight, input_shape, **kw)
-    return op @ np.ones(op.shape[1])
+    return op @ np.ones(op.shape[1])  # refused sizes never get here: the operator checks its products
 
 
 def _call_bounds(weight, input_shape, kw):
@@ -138,7 +147,7 @@ def _names_it(exc: BaseException, word: str) -> bool:
     return word in text or (word == "weight" and "weight" in text.lower())
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@examples(60)
 @given(st.sampled_from(BAD), st.sampled_from(CALLS))
 def test_one_bad_argument_is_named(bad, call):
     name, value, word = bad
@@ -164,7 +173,7 @@ SIGNAL_BAD = [("n", v) for v in ("3", 3.5, -1, 0, None, True, 10**20, (3, 3))] +
              [("mode", v) for v in (1, "wide", None)]
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@examples(40)
 @given(st.sampled_from(SIGNAL_BAD), st.sampled_from(["convolution_matrix", "convmtx", "convmtx2"]))
 def test_signal_functions_name_the_bad_argument(bad, which):
     name, value = bad
@@ -285,7 +294,7 @@ def command_lines(draw):
     return argv
 
 
-@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@examples(80)
 @given(argv=command_lines())
 def test_random_command_lines_exit_cleanly(tmp_path, capsys, argv):
     argv = [str(tmp_path / "page.html") if a == "PAGE" else a for a in argv]
@@ -355,7 +364,7 @@ def client():
     return TestClient(create_app(default_spec()))
 
 
-@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@examples(80)
 @given(specs(), st.sampled_from(QUERIES), st.dictionaries(st.sampled_from(["layer", "r0", "r1", "neuron", "h"]),
                                                           TEXTS, max_size=2))
 def test_random_specs_never_answer_500(client, spec, query, extra):

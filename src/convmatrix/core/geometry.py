@@ -37,6 +37,7 @@ __all__ = [
     "matrix_entries",
     "pattern_bytes",
     "check_pattern_memory",
+    "product_bytes",
 ]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -623,6 +624,14 @@ def pattern_bytes(geom: ConvGeometry) -> int:
         per_channel = matrix_entries(geom)[0] // geom.out_channels
         total += 64 * per_channel
     return total
+
+
+def product_bytes(geom: ConvGeometry, itemsize: int) -> int:
+    """An upper estimate of the memory one matrix-free product ``A @ x`` of the layer works in:
+    the input, the output and the padded grid the convolution runs on (a few copies each)."""
+    grid = geom.output_size if geom.transposed else geom.input_size
+    padded = max(geom.in_channels, geom.out_channels) * prod(n + lo + hi for n, (lo, hi) in zip(grid, geom.padding))
+    return 4 * (padded + sum(geom.matrix_shape)) * itemsize
 
 
 def check_pattern_memory(geom: ConvGeometry, what: str = "the tap pattern", alternatives: str = "") -> None:
