@@ -156,3 +156,13 @@ def test_the_server_answers_413_when_memory_runs_out(monkeypatch):
     monkeypatch.setattr(server, "build_stack", exhausted)
     r = client.get("/api/summary", params={"spec": '{"input": "1x4x4", "layers": [{"weight": "1x1x2x2"}]}'})
     assert r.status_code == 413 and "too large for this machine" in r.json()["error"]
+
+
+def test_the_explorer_budget_holds_for_the_whole_stack():
+    pytest.importorskip("starlette")
+    from convmatrix.explorer.data import build_stack
+
+    layer = {"weight": "1x1x3x3", "padding": "1"}
+    build_stack({"input": "1x64x64", "layers": [layer] * 4}, budget=4_800_000)
+    with pytest.raises(ValueError, match=r"tap pattern of layer 5 .*with the layers before it.* would need"):
+        build_stack({"input": "1x64x64", "layers": [layer] * 5}, budget=4_800_000)
