@@ -205,7 +205,7 @@ def test_errors():
         symbolic((2, 1, 2, 2), (1, 3, 3), rows=(3, 9))
     with pytest.raises(TypeError, match="cols must be None"):
         symbolic((2, 1, 2, 2), (1, 3, 3), cols="1:2")
-    with pytest.raises(ValueError, match="max_rows must be None or an int >= 2"):
+    with pytest.raises(ValueError, match="max_rows must be >= 2"):
         symbolic((2, 1, 2, 2), (1, 3, 3), max_rows=1)
     with pytest.raises(ValueError, match="weight must have shape weight_shape"):
         symbolic((2, 1, 2, 2), (1, 3, 3), weight=np.ones((1, 1, 2, 2)))

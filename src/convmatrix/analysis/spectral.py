@@ -38,7 +38,7 @@ from math import ceil, prod
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from ..core.geometry import ConvGeometry, available_memory, format_bytes
+from ..core.geometry import ConvGeometry, as_int, available_memory, check_memory, format_bytes
 from ..core.matrix import as_weight_array, build_csr, conv_geometry, weight_slabs
 from ..core.operator import ConvOperator
 from ..core.pattern import axis_taps
@@ -72,11 +72,15 @@ _BOUND_BUDGET = 1e10
 #: within that relative distance of one of M^H M's, so sigma is within half of it (far inside 1e-6).
 _LANCZOS_TOL = 1e-8
 
+#: Work ceiling (about flops) of singular_values' Fourier route: beyond it the layer is refused.
+_FOURIER_BUDGET = 1e13
+
 
 # --------------------------------------------------------------------------- set-up
 def _prepare(weight, input_shape, conv_kwargs) -> tuple[np.ndarray, ConvGeometry]:
-    """Validated geometry and the weight in float64 (complex128 when complex)."""
-    w = as_weight_array(weight)
+    """Validated geometry and the weight in float64 (complex128 when complex); NaN or inf is refused
+    (singular values of such a matrix are undefined: LAPACK and ARPACK would fail or return NaN)."""
+    w = as_weight_array(weight, finite=True)
     geom = conv_geometry(w.shape, input_shape, **conv_kwargs)
     w = w.astype(np.complex128 if np.iscomplexobj(w) else np.float64, copy=False)
     return w, geom
@@ -302,6 +306,34 @@ def _check_dense(geom, w, max_bytes, what: str) -> None:
         )
 
 
+def _check_fourier(geom, axes, k, max_bytes) -> None:
+    """Refuse a Fourier route whose result (k=None) or work is out of reach, with the estimate."""
+    n_sv = min(geom.matrix_shape)
+    freqs = prod(ax.m for ax in axes)
+    work = freqs * _work_per_freq(geom, axes)
+    need = 3 * n_sv * 8  # the values, their concatenation and the sort
+    limit = min(DENSE_MAX_BYTES if max_bytes is None else int(max_bytes), available_memory())
+    if k is None and need > limit:
+        raise ValueError(
+            f"singular_values(k=None): all {n_sv:,} singular values of the block-circulant layer would "
+            f"need about {format_bytes(need)}, more than the limit of {format_bytes(limit)}; ask for the "
+            f"top values with k=... (e.g. k=10), or pass max_bytes= to allow more"
+        )
+    if work > _FOURIER_BUDGET:
+        raise ValueError(
+            f"singular_values: the {freqs:,} per-frequency SVDs of the block-circulant layer would take "
+            f"about {work:.2g} flops (hours); use spectral_norm_bounds(...) for a certified bracket, or a "
+            f"smaller input"
+        )
+
+
+def _check_vectors(geom, w, what: str) -> None:
+    """Refuse a matrix-free (Lanczos) route whose basis vectors would not fit in memory."""
+    check_memory(40 * sum(geom.matrix_shape) * w.itemsize, None,
+                 f"{what}: the Lanczos vectors of the {geom.matrix_shape[0]:,} x {geom.matrix_shape[1]:,} matrix",
+                 "use spectral_norm_bounds(..., iterations=...) for a certified bracket, or a smaller input")
+
+
 def _dense_singular_values(w, geom) -> np.ndarray:
     return np.linalg.svd(build_csr(w, geom).toarray(), compute_uv=False)
 
@@ -441,18 +473,19 @@ def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int
     True
     """
     w, geom = _prepare(weight, input_shape, conv_kwargs)
+    if max_bytes is not None:
+        max_bytes = as_int("max_bytes", max_bytes, minimum=0, maximum=None)
     n_sv = min(geom.matrix_shape)
     if k is not None:
-        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an int or None, got {k!r}")
+        k = as_int("k", k, maximum=None)
         if not 1 <= k <= n_sv:
             raise ValueError(
                 f"k must be between 1 and min(M.shape) = {n_sv} for the {geom.matrix_shape[0]:,} x "
                 f"{geom.matrix_shape[1]:,} matrix, got k={k}"
             )
-        k = int(k)
     axes = _circulant_axes(geom)
     if axes is not None:
+        _check_fourier(geom, axes, k, max_bytes)
         return _fourier_singular_values(_slabs(w, geom), axes, k, progress)
     if k is None:
         _check_dense(geom, w, max_bytes, "singular_values(k=None)")
@@ -465,6 +498,7 @@ def singular_values(weight, input_shape, *, k: int | None = None, max_bytes: int
             f"k={k} asks for all {n_sv} singular values of a matrix too large for a dense SVD "
             f"({format_bytes(_dense_bytes(geom, w))}); ARPACK finds at most min(M.shape) - 1 = {n_sv - 1}"
         )
+    _check_vectors(geom, w, "singular_values")
     return _lanczos_top(_conv_operator(w, geom), k, progress)
 
 
@@ -500,6 +534,7 @@ def spectral_norm(weight, input_shape, *, progress: bool | None = None, **conv_k
         gram = (M @ M.conj().T) if rows <= cols else (M.conj().T @ M)
         lam = np.linalg.eigvalsh(gram.toarray())[-1]
         return float(np.sqrt(max(lam, 0.0)))
+    _check_vectors(geom, w, "spectral_norm")
     return float(_lanczos_top(_conv_operator(w, geom), 1, progress)[0])
 
 
@@ -695,9 +730,10 @@ def spectral_norm_bounds(weight, input_shape, *, iterations: int = 10, progress:
     >>> bool(lo <= spectral_norm(W, (4, 12, 12), padding=1) <= hi)
     True
     """
-    if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-        raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+    iterations = as_int("iterations", iterations, minimum=1)
     w, geom = _prepare(weight, input_shape, conv_kwargs)
+    check_memory(iterations * sum(geom.matrix_shape) * w.itemsize, None,
+                 f"the Krylov basis of iterations={iterations} steps", "use fewer iterations")
     upper: dict[str, float] = {"schur": _schur_bound(w, geom)}
     axes = _circulant_axes(geom)
     if axes is not None:

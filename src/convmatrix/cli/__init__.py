@@ -63,17 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"convmatrix {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         import_module(f".{name}", __name__).register(sub)
     return parser
 
 
+def one_line(text: str, limit: int = 2000) -> str:
+    """A message as one line (newlines become spaces), cut at ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 1 internal error, 130 interrupted).
+
+    No traceback reaches the terminal unless ``--debug`` is given: bad arguments,
+    files and sizes are one line on stderr with status 2, an unexpected error is
+    one line saying so with status 1.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        parser.print_usage(sys.stderr)
+        print("convmatrix: error: a command is required (see convmatrix --help)", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
@@ -83,9 +97,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{args.command} needs the '{extra}' extra: pip install 'convmatrix[{extra}]'", file=sys.stderr)
         return 2
-    except (CLIError, ValueError, TypeError, OSError) as exc:
-        print(f"convmatrix {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"convmatrix {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns every error into a line
+        if args.debug:
+            raise
+        expected = isinstance(exc, (CLIError, ValueError, TypeError, OSError, MemoryError, OverflowError))
+        what = one_line(exc) or type(exc).__name__
+        if isinstance(exc, (MemoryError, OverflowError)):
+            what = f"too large for this machine ({type(exc).__name__}: {what})"
+        if expected:
+            print(f"convmatrix {args.command}: error: {what}", file=sys.stderr)
+            return 2
+        print(f"convmatrix {args.command}: internal error ({type(exc).__name__}: {what}); "
+              "run again with --debug for the traceback", file=sys.stderr)
+        return 1

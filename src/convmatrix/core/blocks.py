@@ -10,13 +10,13 @@ whose CSR bytes stay within a budget. Stacked, the blocks are exactly
 
 from __future__ import annotations
 
-import numbers
+from math import prod
 from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp
 
-from .geometry import ConvGeometry, check_memory, format_bytes, parse_bytes
+from .geometry import ConvGeometry, as_range, check_memory, format_bytes, parse_bytes
 from .matrix import _ALTERNATIVES, as_weight_array, build_csr, conv_geometry
 from .pattern import index_dtype_for, row_counts
 
@@ -26,19 +26,6 @@ __all__ = ["conv_matrix_rows", "conv_matrix_channels", "conv_matrix_blocks"]
 def _prepare(weight, input_shape, conv_kwargs) -> tuple[np.ndarray, ConvGeometry]:
     w = as_weight_array(weight)
     return w, conv_geometry(w.shape, input_shape, **conv_kwargs)
-
-
-def _range(names: tuple[str, str], start, stop, limit: int, what: str) -> tuple[int, int]:
-    for name, value in zip(names, (start, stop)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    start, stop = int(start), int(stop)
-    if not 0 <= start <= stop <= limit:
-        raise ValueError(
-            f"{names[0]} and {names[1]} must satisfy 0 <= {names[0]} <= {names[1]} <= {limit} "
-            f"(the {what}), got {names[0]}={start}, {names[1]}={stop}"
-        )
-    return start, stop
 
 
 class _RowBytes:
@@ -51,6 +38,10 @@ class _RowBytes:
     """
 
     def __init__(self, w: np.ndarray, geom: ConvGeometry):
+        positions = prod(geom.output_size)
+        check_memory(16 * (positions + 1), None,
+                     f"planning the row blocks (the entry counts of one output channel's {positions:,} rows)",
+                     "use a smaller input, or a larger stride")
         counts = row_counts(geom)
         self.ptr = np.concatenate([[0], np.cumsum(counts)])
         self.n_positions = max(len(counts), 1)
@@ -104,7 +95,7 @@ def conv_matrix_rows(weight, input_shape, start: int, stop: int, *, max_bytes: i
            [0, 5, 6, 0, 7, 8, 0, 0, 0]])
     """
     w, geom = _prepare(weight, input_shape, conv_kwargs)
-    start, stop = _range(("start", "stop"), start, stop, geom.matrix_shape[0], "number of rows")
+    start, stop = as_range(("start", "stop"), start, stop, geom.matrix_shape[0], "number of rows")
     sizes = _RowBytes(w, geom)
     check_memory(sizes.block(start, stop), max_bytes, f"rows [{start}, {stop}) of the matrix", _ALTERNATIVES)
     return build_csr(w, geom, start, stop)
@@ -122,7 +113,7 @@ def conv_matrix_channels(weight, input_shape, c0: int, c1: int, *, max_bytes: in
     (4, 9)
     """
     w, geom = _prepare(weight, input_shape, conv_kwargs)
-    c0, c1 = _range(("c0", "c1"), c0, c1, geom.out_channels, "number of output channels")
+    c0, c1 = as_range(("c0", "c1"), c0, c1, geom.out_channels, "number of output channels")
     p = int(np.prod(geom.output_size))
     return conv_matrix_rows(w, input_shape, c0 * p, c1 * p, max_bytes=max_bytes, **conv_kwargs)
 

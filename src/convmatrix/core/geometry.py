@@ -24,6 +24,20 @@ __all__ = [
     "format_bytes",
     "parse_bytes",
     "check_memory",
+    "available_memory",
+    "MAX_INT",
+    "as_int",
+    "as_bool",
+    "int_tuple",
+    "as_shape",
+    "as_range",
+    "as_window",
+    "as_index",
+    "axis_entries",
+    "matrix_entries",
+    "pattern_bytes",
+    "check_pattern_memory",
+    "product_bytes",
 ]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -116,7 +130,7 @@ def check_memory(needed: int, max_bytes: int | None, what: str, alternatives: st
     if max_bytes is None:
         limit, source = available_memory(), "the available memory"
     else:
-        limit, source = _as_int("max_bytes", max_bytes, minimum=0), f"max_bytes={max_bytes}"
+        limit, source = as_int("max_bytes", max_bytes, minimum=0, maximum=None), f"max_bytes={max_bytes}"
     if needed > limit:
         raise ValueError(
             f"{what} would need {format_bytes(needed)}, more than {source} "
@@ -124,39 +138,158 @@ def check_memory(needed: int, max_bytes: int | None, what: str, alternatives: st
         )
 
 
-def _as_int(name: str, value, minimum: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+MAX_INT = 2**48
+"""The largest size, stride, padding or dilation accepted: sums and products of a few
+of them stay exact in NumPy's int64 (a larger one could never be a matrix index)."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def as_int(name: str, value, minimum: int | None = None, maximum: int | None = MAX_INT) -> int:
+    """``value`` as a Python int in ``[minimum, maximum]``; TypeError for a non-int.
+
+    The one int validator of the package: bools, floats and strings are
+    TypeErrors naming ``name``, out-of-range ints ValueErrors.
+
+    >>> as_int("groups", np.int64(2), minimum=1)
+    2
+    >>> as_int("stride", "2")
+    Traceback (most recent call last):
+    ...
+    TypeError: stride must be an int, got '2' (str)
+    """
+    if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,} (2**{maximum.bit_length() - 1}), got {value:,}")
     return value
 
 
-def _ntuple(name: str, value, nd: int, minimum: int) -> tuple[int, ...]:
-    """An int or a sequence of ``nd`` ints -> a checked tuple of ``nd`` ints."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (numbers.Integral, Sequence, np.ndarray)):
-        raise TypeError(f"{name} must be an int or a sequence of {nd} ints, got {value!r}")
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
-        values = (value,) * nd
-    elif isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int or a sequence of {nd} ints, got {value!r}")
-    else:
-        values = tuple(value)
-        if len(values) == 1 and nd > 1:
-            values = values * nd
-        if len(values) != nd:
-            raise ValueError(
-                f"{name} must be an int or a sequence of {nd} ints (one per spatial dimension), "
-                f"got {tuple(value)!r}"
-            )
-    return tuple(_as_int(name, v, minimum) for v in values)
+def as_bool(name: str, value) -> bool:
+    """``value`` as a bool; TypeError for anything else (``1``, ``"yes"``)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
 
 
-def _shape(name: str, value) -> tuple[int, ...]:
+def _sequence(name: str, value, what: str) -> tuple:
+    """The items of a list, tuple or 1-D array; TypeError for strings, scalars and 0-d arrays."""
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        raise TypeError(f"{name} must be {what}, got an array of shape {value.shape}")
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
-        raise TypeError(f"{name} must be a sequence of ints, got {value!r}")
-    return tuple(_as_int(name, v) for v in value)
+        raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
+    return tuple(value)
+
+
+def int_tuple(name: str, value, nd: int, minimum: int = 0) -> tuple[int, ...]:
+    """An int or a sequence of ``nd`` ints (one per spatial dimension) -> a checked tuple.
+
+    A single int, or a sequence of one, is repeated ``nd`` times (as torch does).
+
+    >>> int_tuple("stride", 2, 3), int_tuple("padding", (1, 0), 2, minimum=0)
+    ((2, 2, 2), (1, 0))
+    """
+    what = f"an int or a sequence of {nd} ints"
+    if _is_int(value):
+        return (as_int(name, value, minimum),) * nd
+    values = _sequence(name, value, what)
+    if len(values) == 1 and nd > 1:
+        values = values * nd
+    if len(values) != nd:
+        raise ValueError(f"{name} must be {what} (one per spatial dimension), got {values!r}")
+    for v in values:
+        if not _is_int(v):
+            raise TypeError(f"{name} must be {what}, got {values!r}")
+    return tuple(as_int(name, v, minimum) for v in values)
+
+
+def as_shape(name: str, value, minimum: int = 0, ndim: int | None = None) -> tuple[int, ...]:
+    """A shape: a sequence (list, tuple, 1-D array) of ints ``>= minimum``, of ``ndim`` entries if given.
+
+    >>> as_shape("input_shape", [3, 8, 8], minimum=1)
+    (3, 8, 8)
+    """
+    dims = _sequence(name, value, "a sequence of ints")
+    if ndim is not None and len(dims) != ndim:
+        raise ValueError(f"{name} must have {ndim} entries, got {dims!r}")
+    return tuple(as_int(name, v, minimum) for v in dims)
+
+
+def as_range(names: tuple[str, str], start, stop, limit: int, what: str) -> tuple[int, int]:
+    """``(start, stop)`` as ints with ``0 <= start <= stop <= limit`` (``what`` names ``limit``).
+
+    >>> as_range(("start", "stop"), 2, 5, 8, "rows of the matrix")
+    (2, 5)
+    """
+    start, stop = (as_int(n, v, maximum=None) for n, v in zip(names, (start, stop)))
+    if not 0 <= start <= stop <= limit:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must satisfy 0 <= {names[0]} <= {names[1]} <= {limit} "
+            f"(the {what}), got {names[0]}={start}, {names[1]}={stop}"
+        )
+    return start, stop
+
+
+def as_window(name: str, value, n: int) -> range:
+    """A non-empty window of ``range(n)``: None (all), ``(start, stop)``, a slice or a range of step 1.
+
+    >>> as_window("rows", (2, 5), 8), as_window("cols", slice(None, 3), 8), as_window("rows", None, 4)
+    (range(2, 5), range(0, 3), range(0, 4))
+    """
+    if value is None:
+        return range(n)
+    if isinstance(value, range) and value.step == 1:
+        a, b = value.start, value.stop
+    elif isinstance(value, slice) and value.step in (None, 1):
+        a, b, _ = value.indices(n)
+    elif isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str) and len(value) == 2:
+        a, b = value
+    else:
+        raise TypeError(f"{name} must be None, (start, stop), a slice or a range with step 1, got {value!r}")
+    if not (_is_int(a) and _is_int(b)):
+        raise TypeError(f"{name} must hold ints, got {value!r}")
+    a, b = int(a), int(b)
+    if not 0 <= a < b <= n:
+        raise ValueError(f"{name} must satisfy 0 <= start < stop <= {n}, got ({a}, {b})")
+    return range(a, b)
+
+
+def as_index(name: str, value, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """A flat index or ``(channel, *position)`` -> ``(flat, coords)``, checked against ``shape``.
+
+    >>> as_index("index", 5, (1, 3, 3)), as_index("index", (0, 1, 2), (1, 3, 3))
+    ((5, (0, 1, 2)), (5, (0, 1, 2)))
+    """
+    n = prod(shape)
+    if _is_int(value):
+        flat = int(value)
+        if not 0 <= flat < n:
+            raise ValueError(f"{name} must be a flat index in [0, {n}) for shape {shape}, got {flat}")
+        coords, rest = [], flat
+        for size in reversed(shape):
+            rest, c = divmod(rest, size)
+            coords.append(c)
+        return flat, tuple(reversed(coords))
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be an int or a tuple (channel, *position), got {value!r}")
+    coords = tuple(value)
+    if len(coords) != len(shape) or not all(_is_int(v) for v in coords):
+        raise ValueError(
+            f"{name} must be a flat index or {len(shape)} ints (channel, *position) for shape {shape}, "
+            f"got {value!r}"
+        )
+    coords = tuple(int(c) for c in coords)
+    if not all(0 <= c < s for c, s in zip(coords, shape)):
+        raise ValueError(f"{name} {coords} is outside the shape {shape}")
+    flat = 0
+    for c, size in zip(coords, shape):
+        flat = flat * size + c
+    return flat, coords
 
 
 @dataclass(frozen=True)
@@ -215,7 +348,7 @@ class ConvGeometry:
         >>> g.output_shape, g.matrix_shape
         ((2, 2, 2), (8, 9))
         """
-        weight_shape = _shape("weight.shape", weight_shape)
+        weight_shape = as_shape("weight.shape", weight_shape)
         if len(weight_shape) not in (3, 4, 5):
             raise ValueError(
                 "weight must have 3, 4 or 5 dimensions (out_channels, in_channels/groups, *kernel) "
@@ -224,7 +357,7 @@ class ConvGeometry:
         if min(weight_shape) < 1:
             raise ValueError(f"weight must have no empty dimension, got shape {weight_shape}")
         nd = len(weight_shape) - 2
-        input_shape = _shape("input_shape", input_shape)
+        input_shape = as_shape("input_shape", input_shape)
         if len(input_shape) != nd + 1:
             raise ValueError(
                 f"input_shape must be (channels, *spatial) with {nd} spatial dimension(s) to match "
@@ -232,16 +365,15 @@ class ConvGeometry:
             )
         if min(input_shape) < 1:
             raise ValueError(f"input_shape must have positive sizes, got {input_shape}")
-        groups = _as_int("groups", groups, minimum=1)
-        if not isinstance(transposed, (bool, np.bool_)):
-            raise TypeError(f"transposed must be a bool, got {transposed!r}")
+        groups = as_int("groups", groups, minimum=1)
+        transposed = as_bool("transposed", transposed)
         if not isinstance(padding_mode, str):
             raise TypeError(f"padding_mode must be a string, got {padding_mode!r}")
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        stride = _ntuple("stride", stride, nd, 1)
-        dilation = _ntuple("dilation", dilation, nd, 1)
-        output_padding = _ntuple("output_padding", output_padding, nd, 0)
+        stride = int_tuple("stride", stride, nd, 1)
+        dilation = int_tuple("dilation", dilation, nd, 1)
+        output_padding = int_tuple("output_padding", output_padding, nd, 0)
         kernel = weight_shape[2:]
         n_in, spatial = input_shape[0], input_shape[1:]
 
@@ -320,7 +452,7 @@ class ConvGeometry:
             raise ValueError(
                 f"transposed convolutions support only padding_mode='zeros' (as in torch), got {mode!r}"
             )
-        p = _ntuple("padding", padding, nd, 0)
+        p = int_tuple("padding", padding, nd, 0)
         return tuple((v, v) for v in p)
 
     def _check_sizes(self) -> None:
@@ -417,3 +549,96 @@ class ConvGeometry:
         if self.transposed:
             kw.update(transposed=True, output_padding=self.output_padding)
         return kw
+
+
+# ------------------------------------------------------------ size estimates
+# Closed forms from the geometry alone: nothing here allocates more than O(kernel size).
+
+_AXIS_WORK_BYTES = 48  # int64 arrays the 1-D pattern holds per (output position, tap) pair
+_EXACT_TAP_LIMIT = 2**22  # taps enumerated for an exact count of a folding padding
+
+
+def _count_in_range(m: int, s: int, c: np.ndarray, n: int) -> int:
+    """``sum over c`` of the number of ``j in [0, m)`` with ``0 <= j*s + c < n``."""
+    first = np.maximum(0, -(c // s))
+    last = np.minimum(m - 1, (n - 1 - c) // s)
+    return int(np.maximum(0, last - first + 1).sum())
+
+
+def axis_entries(geom: ConvGeometry, axis: int) -> tuple[int, bool]:
+    """Stored entries of the layer's 1-D pattern along ``axis`` and whether the count is exact.
+
+    Zero padding (and transposed layers) never fold taps, so the count is exact:
+    output ``o`` reads tap ``t`` at input ``o*stride + t*dilation - pad_low`` when
+    that lies in ``[0, n)``. Reflect, replicate and circular padding fold taps of
+    border outputs onto one input: each output reads at most ``min(k, n)`` inputs,
+    counted exactly where the taps are few.
+
+    >>> g = ConvGeometry.from_args((1, 1, 3), (1, 5), padding=1)
+    >>> axis_entries(g, 0)     # 5 outputs x 3 taps, less the 2 that fall in the padding
+    (13, True)
+    """
+    n, n_out = geom.input_size[axis], geom.output_size[axis]
+    k, s, d = geom.kernel_size[axis], geom.stride[axis], geom.dilation[axis]
+    lo, hi = geom.padding[axis]
+    upper = n * k if geom.transposed else n_out * min(k, n)
+    if k > _EXACT_TAP_LIMIT or d * (k - 1) + lo >= 2**62:  # beyond int64 arithmetic
+        return upper, False
+    t_off = np.arange(k, dtype=np.int64) * d - lo
+    if geom.transposed:  # input i feeds output i*s + t*d - lo
+        return _count_in_range(n, s, t_off, n_out), True
+    if geom.padding_mode == "zeros" or lo == hi == 0:
+        return _count_in_range(n_out, s, t_off, n), True
+    if n_out * k <= _EXACT_TAP_LIMIT:
+        from .pattern import axis_taps  # the folding rules live there (a small 1-D build)
+
+        o, i, _ = axis_taps(geom, axis)
+        return int(np.count_nonzero(np.diff(o, prepend=-1) | np.diff(i, prepend=-1))), True
+    return upper, False
+
+
+def matrix_entries(geom: ConvGeometry) -> tuple[int, bool]:
+    """Stored entries of the whole matrix (exact, or an upper bound) without building it.
+
+    >>> matrix_entries(ConvGeometry.from_args((2, 1, 2, 2), (1, 3, 3)))
+    (32, True)
+    """
+    total, exact = geom.out_channels * geom.in_per_group, True
+    for ax in range(geom.ndim):
+        count, ok = axis_entries(geom, ax)
+        total, exact = total * count, exact and ok
+    return total, exact
+
+
+def pattern_bytes(geom: ConvGeometry) -> int:
+    """An upper estimate of the memory the cached tap pattern of ``geom`` holds while it is built.
+
+    Row pointers and counts of one output channel, the 1-D patterns, and for
+    padding that folds taps the per-channel template of entries and taps.
+    """
+    positions = prod(geom.output_size)
+    work = sum(o * k for o, k in zip(geom.output_size, geom.kernel_size)) * _AXIS_WORK_BYTES
+    total = 16 * (positions + 1) + work
+    folds = not geom.transposed and geom.padding_mode != "zeros" and any(lo or hi for lo, hi in geom.padding)
+    if folds:
+        per_channel = matrix_entries(geom)[0] // geom.out_channels
+        total += 64 * per_channel
+    return total
+
+
+def product_bytes(geom: ConvGeometry, itemsize: int) -> int:
+    """An upper estimate of the memory one matrix-free product ``A @ x`` of the layer works in:
+    the input, the output and the padded grid the convolution runs on (a few copies each)."""
+    grid = geom.output_size if geom.transposed else geom.input_size
+    padded = max(geom.in_channels, geom.out_channels) * prod(n + lo + hi for n, (lo, hi) in zip(grid, geom.padding))
+    return 4 * (padded + sum(geom.matrix_shape)) * itemsize
+
+
+def check_pattern_memory(geom: ConvGeometry, what: str = "the tap pattern", alternatives: str = "") -> None:
+    """ValueError with the estimate when the tap pattern of ``geom`` would not fit in memory."""
+    check_memory(
+        pattern_bytes(geom), None,
+        f"{what} of the layer {geom.input_shape} -> {geom.output_shape} (one output channel's "
+        f"{prod(geom.output_size):,} rows)",
+        alternatives or "use a smaller input, or a larger stride",
+    )

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .geometry import ConvGeometry, check_memory, format_bytes
+from .geometry import ConvGeometry, check_memory, format_bytes, matrix_entries
 from .pattern import axis_nnz, index_dtype_for, tap_pattern
 
-__all__ = ["conv_matrix", "conv_geometry", "as_weight_array", "weight_slabs", "FORMATS"]
+__all__ = ["conv_matrix", "conv_geometry", "as_weight_array", "as_bias", "weight_slabs", "FORMATS"]
 
 FORMATS = ("csr", "csc", "coo", "dense", "torch")
 
@@ -29,34 +29,78 @@ def _is_torch_tensor(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
 
 
-def as_weight_array(weight: Any, name: str = "weight") -> np.ndarray:
-    """A weight as a NumPy array with a dtype SciPy sparse supports.
+def _torch_to_numpy(t, name: str) -> np.ndarray:
+    """A torch tensor's values as NumPy: detached, on the CPU, dequantised, float16/bfloat16 widened."""
+    import torch
+
+    if t.device.type == "meta":
+        raise ValueError(
+            f"{name} is on the 'meta' device: it has a shape but no values; load or initialise the "
+            "weights first (e.g. module.to_empty(device='cpu') and a state dict)"
+        )
+    t = t.detach()
+    if t.is_quantized:
+        t = t.dequantize()  # the real values the quantised tensor stands for
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    t = t.cpu()
+    if t.dtype.is_floating_point and t.element_size() < 4:  # float16, bfloat16
+        t = t.float()
+    if t.dtype.is_complex and t.element_size() < 8:  # complex32
+        t = t.to(dtype=torch.complex64)
+    return t.resolve_conj().resolve_neg().numpy()
+
+
+def as_weight_array(weight: Any, name: str = "weight", *, finite: bool = False) -> np.ndarray:
+    """A weight as a NumPy array with a dtype SciPy sparse supports: the one boundary for values.
 
     float32/float64/complex keep their dtype; float16 and bfloat16 become
-    float32; integers become float64. Anything non-numeric is a TypeError.
+    float32; integers become float64; non-native byte orders become native.
+    torch tensors are detached, moved to the CPU and dequantised; meta tensors
+    (no values) are a ValueError. Anything non-numeric is a TypeError. With
+    ``finite=True``, NaN or infinite entries are a ValueError.
+
+    >>> as_weight_array(np.ones((1, 1, 2), dtype=">f8")).dtype.byteorder
+    '='
     """
     if _is_torch_tensor(weight):
-        t = weight.detach().cpu()
-        if t.dtype.is_floating_point and t.element_size() < 4:  # float16, bfloat16
-            t = t.float()
-        if t.dtype.is_complex and t.element_size() < 8:  # complex32
-            t = t.to(dtype=__import__("torch").complex64)
-        weight = t.resolve_conj().resolve_neg().numpy()
+        weight = _torch_to_numpy(weight, name)
     try:
         arr = np.asarray(weight)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be a NumPy array or a torch tensor of numbers: {exc}") from None
     kind = arr.dtype.kind
-    if kind == "f":
-        return arr.astype(np.float32) if arr.dtype.itemsize < 4 else arr
-    if kind == "c":
-        return arr
+    if kind not in "fciu":
+        raise TypeError(
+            f"{name} must hold numbers (float, complex or int), got dtype {arr.dtype} "
+            f"({type(weight).__name__})"
+        )
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if kind in "iu":
-        return arr.astype(np.float64)
-    raise TypeError(
-        f"{name} must hold numbers (float, complex or int), got dtype {arr.dtype} "
-        f"({type(weight).__name__})"
-    )
+        arr = arr.astype(np.float64)
+    elif kind == "f" and arr.dtype.itemsize < 4:
+        arr = arr.astype(np.float32)
+    elif kind == "f" and arr.dtype.itemsize > 8:  # long double: SciPy sparse has no such type
+        arr = arr.astype(np.float64)
+    elif kind == "c" and arr.dtype.itemsize > 16:
+        arr = arr.astype(np.complex128)
+    if finite and not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name} must be finite, got {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'}")
+    return arr
+
+
+def as_bias(bias: Any, n_channels: int, name: str = "bias", dtype=None) -> np.ndarray:
+    """A bias as a 1-D array of ``n_channels`` numbers (one per output channel), checked like a weight.
+
+    >>> as_bias([1, 2], 2)
+    array([1., 2.])
+    """
+    b = as_weight_array(bias, name)
+    if b.shape != (n_channels,):
+        raise ValueError(f"{name} must have shape ({n_channels},) (one per output channel), got {b.shape}")
+    return b if dtype is None else b.astype(dtype, copy=False)
 
 
 def conv_geometry(weight_shape, input_shape, **conv_kwargs) -> ConvGeometry:
@@ -152,7 +196,9 @@ def conv_matrix(
     >>> (M @ np.arange(1., 10.))[:4]
     array([37., 47., 67., 77.])
     """
-    if not isinstance(format, str) or format not in FORMATS:
+    if not isinstance(format, str):
+        raise TypeError(f"format must be one of {FORMATS}, got {format!r} ({type(format).__name__})")
+    if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     torch_weight = weight if (format == "torch" and _is_torch_tensor(weight)) else None
     w = as_weight_array(weight)
@@ -174,14 +220,19 @@ def conv_matrix(
 
 
 def check_matrix_memory(geom: ConvGeometry, itemsize: int, format: str, max_bytes: int | None = None) -> None:
-    """ValueError (with alternatives) when the ``format`` matrix would not fit ``max_bytes``."""
-    nnz = axis_nnz(geom)
+    """ValueError (with alternatives) when the ``format`` matrix would not fit ``max_bytes``.
+
+    The estimate comes from the geometry alone (:func:`matrix_entries`), so an
+    absurd layer is refused before anything of its size is allocated.
+    """
+    nnz, exact = matrix_entries(geom)
     needed = estimate_bytes(geom, itemsize, format, nnz)
     if format == "dense":
         needed += estimate_bytes(geom, itemsize, "csr", nnz)
     check_memory(
         needed, max_bytes,
-        f"the {format} matrix of shape {geom.matrix_shape} ({nnz:,} stored entries)", _ALTERNATIVES,
+        f"the {format} matrix of shape {geom.matrix_shape} ({'' if exact else 'up to '}{nnz:,} stored entries)",
+        _ALTERNATIVES,
     )
 
 

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from numpy.lib.stride_tricks import as_strided
 from scipy.sparse.linalg import LinearOperator
 
-from .geometry import ConvGeometry
+from .geometry import ConvGeometry, check_memory, product_bytes
 from .matrix import as_weight_array, conv_geometry
 from .threads import one_blas_thread, workers
 
@@ -270,4 +270,7 @@ def operator(weight, input_shape, **conv_kwargs) -> ConvOperator:
     """
     w = as_weight_array(weight)
     geom = conv_geometry(w.shape, input_shape, **conv_kwargs)
+    check_memory(product_bytes(geom, w.itemsize), None,
+                 f"one product of the matrix-free operator ({geom.input_shape} -> {geom.output_shape})",
+                 "use a smaller input, or a larger stride")
     return ConvOperator(w, geom)

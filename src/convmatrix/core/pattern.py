@@ -33,7 +33,7 @@ from math import prod
 
 import numpy as np
 
-from .geometry import ConvGeometry
+from .geometry import ConvGeometry, check_memory, check_pattern_memory, matrix_entries
 from .threads import workers
 
 __all__ = ["axis_taps", "TapPattern", "tap_pattern", "index_dtype_for", "row_counts"]
@@ -63,6 +63,8 @@ def axis_taps(geom: ConvGeometry, axis: int) -> tuple[np.ndarray, np.ndarray, np
     n_out = geom.output_size[axis]
     k, s, d = geom.kernel_size[axis], geom.stride[axis], geom.dilation[axis]
     lo = geom.padding[axis][0]
+    check_memory(n_out * k * 48, None, f"the 1-D tap pattern of spatial dimension {axis} ({n_out:,} outputs x "
+                 f"{k:,} taps)", "use a smaller input, or a larger stride")
     o = np.repeat(np.arange(n_out, dtype=np.int64), k)
     # Transposed layers read input positions that fall as the tap grows: listing taps
     # backwards there leaves zero padding already sorted by (o, i, t).
@@ -160,7 +162,10 @@ def _axis_ragged(geom: ConvGeometry, axis: int) -> _Ragged:
 
 
 def axis_nnz(geom: ConvGeometry) -> int:
-    """Exact number of stored entries of the matrix, from the 1-D patterns alone (cheap)."""
+    """Exact number of stored entries of the matrix: closed forms, else the 1-D patterns (cheap)."""
+    nnz, exact = matrix_entries(geom)
+    if exact:
+        return nnz
     spatial = prod(int(_axis_ragged(geom, ax).ptr[-1]) for ax in range(geom.ndim))
     return geom.out_channels * geom.in_per_group * spatial
 
@@ -635,7 +640,8 @@ def _spatial_columns(spatial: TapPattern):
 
 @lru_cache(maxsize=16)
 def tap_pattern(geom: ConvGeometry) -> TapPattern:
-    """The (cached) tap pattern of a geometry."""
+    """The (cached) tap pattern of a geometry; ValueError with the estimate if it cannot fit in memory."""
+    check_pattern_memory(geom)
     return TapPattern(geom)
 
 

@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
+from .geometry import as_int
 from .matrix import as_weight_array, conv_matrix
 
 __all__ = ["convolution_matrix", "convolution_matrix_nd", "convmtx", "convmtx2"]
@@ -33,7 +34,7 @@ def _positive_ints(name, n, nd):
             raise TypeError(f"{name} must be a positive integer or one per dimension, got {n!r}")
         if v < 1:
             raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return tuple(int(v) for v in values)
+    return tuple(as_int(name, v, minimum=1) for v in values)
 
 
 def _trim(full_len: int, m: int, n: int, mode: str) -> range:

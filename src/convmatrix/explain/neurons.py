@@ -29,45 +29,16 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from dataclasses import dataclass, field
-from math import prod
-from typing import Sequence
 
 import numpy as np
 
-from ..core.geometry import ConvGeometry
+from ..core.geometry import ConvGeometry, as_index
 from .symbolic import entry_weights, kernel_names
 
 __all__ = ["neuron", "feeds", "Neuron", "Fanout", "NetworkNeuron", "parse_index", "layer_field", "compose_field"]
 
 
-def parse_index(name: str, value, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
-    """A flat index or ``(channel, *position)`` -> ``(flat, coords)``, checked against ``shape``.
-
-    >>> parse_index("index", 5, (1, 3, 3))
-    (5, (0, 1, 2))
-    >>> parse_index("index", (0, 1, 2), (1, 3, 3))
-    (5, (0, 1, 2))
-    """
-    n = prod(shape)
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
-        flat = int(value)
-        if not 0 <= flat < n:
-            raise ValueError(f"{name} must be a flat index in [0, {n}) for shape {shape}, got {flat}")
-        return flat, tuple(int(v) for v in np.unravel_index(flat, shape))
-    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str):
-        coords = tuple(value)
-        if len(coords) != len(shape) or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in coords
-        ):
-            raise ValueError(
-                f"{name} must be a flat index or {len(shape)} ints (channel, *position) for shape {shape}, "
-                f"got {value!r}"
-            )
-        if not all(0 <= c < s for c, s in zip(coords, shape)):
-            raise ValueError(f"{name} {coords} is outside the shape {shape}")
-        coords = tuple(int(c) for c in coords)
-        return int(np.ravel_multi_index(coords, shape)), coords
-    raise TypeError(f"{name} must be an int or a tuple (channel, *position), got {value!r}")
+parse_index = as_index  # a flat index or (channel, *position), checked against a shape
 
 
 def layer_field(kernel: int, stride: int, dilation: int, pad_lo: int) -> tuple[int, int, int]:

@@ -239,7 +239,7 @@ def plot_matrix(weight_shape, input_shape, *, rows=None, cols=None, annotate: bo
     >>> sorted({t.get_text() for t in fig.axes[0].texts})
     ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']
     """
-    from .symbolic import _window
+    from ..core.geometry import as_window as _window
 
     if weight is not None:
         expected = tuple(int(v) for v in np.ravel(weight_shape))

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.geometry import ConvGeometry
+from ..core.geometry import ConvGeometry, as_int, as_window, check_pattern_memory
 from ..core.pattern import slab_permutation, tap_pattern
 
 __all__ = ["kernel_names", "symbolic", "SymbolicMatrix", "entry_weights", "format_number"]
@@ -72,25 +72,6 @@ def entry_weights(geom: ConvGeometry, start: int, stop: int):
     _, indices, indptr = pattern.fill(None, start, stop)
     tap_ptr, taps = pattern.entry_taps(start, stop)
     return indptr, indices, tap_ptr, slab_permutation(geom)[taps]
-
-
-def _window(name: str, value, n: int) -> range:
-    """``None``, ``(start, stop)``, a slice or a range -> a checked range within ``[0, n)``."""
-    if value is None:
-        return range(n)
-    if isinstance(value, range) and value.step == 1:
-        a, b = value.start, value.stop
-    elif isinstance(value, slice) and value.step in (None, 1):
-        a, b, _ = value.indices(n)
-    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        a, b = value
-    else:
-        raise TypeError(f"{name} must be None, (start, stop), a slice or a range with step 1, got {value!r}")
-    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (a, b)):
-        raise TypeError(f"{name} must hold ints, got {value!r}")
-    if not 0 <= a < b <= n:
-        raise ValueError(f"{name} must satisfy 0 <= start < stop <= {n}, got ({a}, {b})")
-    return range(int(a), int(b))
 
 
 def _shown(window: range, limit: int | None) -> list[int | None]:
@@ -506,6 +487,8 @@ def symbolic(weight_shape, input_shape, *, names=None, weight=None, bias=None, r
             raise ValueError(f"weight must have shape weight_shape={tuple(weight_shape)}, got {weight.shape}")
         weight = weight.reshape(-1)
     geom = conv_geometry(weight_shape, input_shape, **conv_kwargs)
+    check_pattern_memory(geom, "the symbolic matrix's tap pattern",
+                         "show a smaller input: even a window of rows needs one output channel's pattern")
     n = prod(geom.weight_shape)
     if names is None:
         names = kernel_names(geom.weight_shape)
@@ -519,12 +502,12 @@ def symbolic(weight_shape, input_shape, *, names=None, weight=None, bias=None, r
                 f"got {len(names)}"
             )
     for label, limit in (("max_rows", max_rows), ("max_cols", max_cols)):
-        if limit is not None and (not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 2):
-            raise ValueError(f"{label} must be None or an int >= 2, got {limit!r}")
+        if limit is not None:
+            as_int(label, limit, minimum=2, maximum=None)
     if not isinstance(precision, (int, np.integer)) or isinstance(precision, bool) or not 1 <= precision <= 17:
         raise ValueError(f"precision must be an int from 1 to 17 (significant digits), got {precision!r}")
     return SymbolicMatrix(
-        geom, names, weight, _window("rows", rows, geom.matrix_shape[0]),
-        _window("cols", cols, geom.matrix_shape[1]), max_rows, max_cols, bool(separators), int(precision),
+        geom, names, weight, as_window("rows", rows, geom.matrix_shape[0]),
+        as_window("cols", cols, geom.matrix_shape[1]), max_rows, max_cols, bool(separators), int(precision),
         None if bias is None else _bias_array(bias, geom),
     )

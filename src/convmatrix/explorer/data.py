@@ -469,17 +469,20 @@ def build_stack(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_
         raise SpecError("the spec must have an input shape and a non-empty list of layers", None, "input")
     shape = _parse(notation.shape, spec.get("input", ""), 0, "input")
     model = _model_notes(spec.get("model"))
-    layers = []
+    layers, used = [], 0
     for i, ls in enumerate(spec["layers"]):
         kw = _layer_kwargs(ls, i)
         wshape = _parse(notation.shape, ls.get("weight", ""), i, "weight")
         try:
             geom = conv_geometry(wshape, shape, **kw)
             tmpl = axis_nnz(geom) // geom.out_channels
-            # The pattern keeps one output channel's entries: column, tap and two pointers each.
-            check_memory(32 * tmpl + 8 * geom.matrix_shape[0], budget,
-                         f"the tap pattern of layer {i + 1} ({tmpl:,} entries per output channel)",
-                         "explore a smaller layer")
+            # The pattern keeps one output channel's entries: column, tap and two pointers each;
+            # the budget holds for the whole stack, not for each layer alone.
+            need = 32 * tmpl + 8 * geom.matrix_shape[0]
+            check_memory(used + need, budget,
+                         f"the tap pattern of layer {i + 1} ({tmpl:,} entries per output channel"
+                         f"{', with the layers before it' if used else ''})", "explore a smaller layer")
+            used += need
         except (ValueError, TypeError) as exc:
             control = _field_of(str(exc))
             if control == "input" and i > 0:  # a deeper layer's input is the previous layer's output

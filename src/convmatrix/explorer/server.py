@@ -18,7 +18,10 @@ from collections import OrderedDict
 from .data import DEFAULT_BUDGET, QueryError, SpecError, Stack, build_stack
 from .page import render_page
 
-__all__ = ["create_app", "bind"]
+__all__ = ["create_app", "bind", "MAX_SPEC_CHARS"]
+
+#: The longest spec a query may carry (a page's spec is a few hundred characters per layer).
+MAX_SPEC_CHARS = 50_000
 
 
 class _Stacks:
@@ -61,6 +64,8 @@ def create_app(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_B
             q = dict(request.query_params)
             try:
                 spec_text = q.pop("spec", None)
+                if spec_text and len(spec_text) > MAX_SPEC_CHARS:
+                    raise QueryError(f"spec must be at most {MAX_SPEC_CHARS:,} characters, got {len(spec_text):,}")
                 try:
                     s = json.loads(spec_text) if spec_text else initial
                 except json.JSONDecodeError as exc:
@@ -70,6 +75,10 @@ def create_app(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_B
                 return JSONResponse(exc.as_json(), status_code=400)
             except (QueryError, ValueError, TypeError) as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
+            except RecursionError:
+                return JSONResponse({"error": "spec is nested too deeply"}, status_code=400)
+            except (MemoryError, OverflowError) as exc:
+                return JSONResponse({"error": f"too large for this machine: {exc}"}, status_code=413)
         return endpoint
 
     def need(q, *names):

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import dataclasses
 
 from ..core.geometry import ConvGeometry
-from ..core.matrix import as_weight_array, build_csr, conv_geometry, conv_matrix
+from ..core.matrix import as_bias, as_weight_array, build_csr, conv_geometry
 from .ir import ConvRecord
 
 __all__ = [
@@ -93,7 +93,7 @@ def pool_geometry(input_shape, kernel, stride, dilation, pads_lo, pads_hi, out_s
     >>> g.padding, g.output_shape
     (((0, 1),), (2, 3))
     """
-    C, nd = input_shape[0], len(kernel)
+    C = input_shape[0]
     pairs = []
     for n, k, s, d, lo, hi, o in zip(input_shape[1:], kernel, stride, dilation, pads_lo, pads_hi, out_spatial):
         extra = max(0, (o - 1) * s + d * (k - 1) + 1 - (n + lo + hi))
@@ -144,7 +144,7 @@ def conv_record(weight, bias, input_shape, *, pads=None, **conv_kwargs) -> ConvR
     geom = conv_geometry(w.shape, tuple(input_shape), **conv_kwargs)
     if pads is not None:
         geom = dataclasses.replace(geom, padding=tuple((int(lo), int(hi)) for lo, hi in pads))
-    return ConvRecord("conv", geom, w, None if bias is None else _f64(bias).reshape(-1))
+    return ConvRecord("conv", geom, w, None if bias is None else as_bias(bias, geom.out_channels, dtype=np.float64))
 
 
 def batch_norm_affine(mean, var, weight, bias, eps):

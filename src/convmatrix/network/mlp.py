@@ -15,7 +15,7 @@ from .._optional import require
 
 torch = require("torch", extra="torch", feature="to_mlp")
 
-from ..core.geometry import check_memory
+from ..core.geometry import as_int, check_memory
 from .activations import activation_module
 from .check import ConversionError, check_close, compare  # noqa: F401 (re-exported)
 from .passes import Chain, expand_max, lower
@@ -92,6 +92,49 @@ def chain_to_torch(chain: Chain, dtype=None, max_bytes: int | None = None):
     return torch.nn.Sequential(*mods)
 
 
+def _activation_widths(model, input_shape) -> list[int]:
+    """Neurons per sample at the output of each element-wise activation module, in execution order,
+    then of the output: one forward pass on zeros, through hooks. [] when that cannot be done without
+    side effects (a module in training mode) or the model does not run (the front end then says why,
+    naming the layer)."""
+    if any(m.training for m in model.modules()):
+        return []
+    dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.float32)
+    check_memory(int(np.prod(input_shape)) * torch.empty((), dtype=dtype).element_size(), None,
+                 f"an input of shape {tuple(input_shape)}", "convert a smaller input shape")
+    widths, hooks = [], []
+    for m in model.modules():
+        if type(m).__module__ == "torch.nn.modules.activation" and not list(m.children()):
+            hooks.append(m.register_forward_hook(lambda _m, _i, out: widths.append(out[0].numel())))
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, *input_shape, dtype=dtype))
+    except Exception:  # noqa: BLE001 - reported by the front end, with the layer's name
+        return []
+    finally:
+        for h in hooks:
+            h.remove()
+    return widths + [out[0].numel() if isinstance(out, torch.Tensor) else 0]
+
+
+def dense_bytes_lower_bound(model, input_shape, itemsize: int = 4) -> int:
+    """Bytes the dense Linear layers of ``to_mlp(model, input_shape)`` need at least, before building any.
+
+    A sequential model's MLP has a Linear from every activation's neurons to the
+    next one's (max pooling and skip paths only add neurons); of any other model
+    only the last Linear, into the output, is counted.
+    """
+    widths = _activation_widths(model, input_shape)
+    if not widths:
+        return 0
+    flat = isinstance(model, torch.nn.Sequential) and not any(
+        isinstance(m, torch.nn.Sequential) or len(list(m.children())) for m in model.children())
+    if flat:
+        widths = [int(np.prod(input_shape))] + widths
+        return sum(b * (a + 1) for a, b in zip(widths, widths[1:])) * itemsize
+    return widths[-1] * ((widths[-2] if len(widths) > 1 else int(np.prod(input_shape))) + 1) * itemsize
+
+
 def to_mlp(model, input_shape, *, check: int = 8, max_bytes: int | None = None, seed: int = 0):
     """The model as an exactly equivalent MLP: ``mlp(x) == model(x)`` for every batch ``x``.
 
@@ -128,11 +171,18 @@ def to_mlp(model, input_shape, *, check: int = 8, max_bytes: int | None = None, 
     >>> bool(torch.allclose(mlp(x), net(x), atol=1e-5))
     True
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     input_shape = check_input_shape(input_shape)
-    graph = from_torch(model, input_shape, seed=seed)
-    chain = lower(expand_max(graph))
+    check = as_int("check", check, minimum=0, maximum=10**6)
     params = list(model.parameters()) + list(model.buffers())
     dtype = next((p.dtype for p in params if p.dtype.is_floating_point), torch.get_default_dtype())
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    check_memory(dense_bytes_lower_bound(model, input_shape, itemsize), max_bytes,
+                 "the MLP's dense Linear weights", "convert a smaller input shape, or use "
+                 "convmatrix.network.load(...) and keep the sparse layers")
+    graph = from_torch(model, input_shape, seed=seed)
+    chain = lower(expand_max(graph))
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(max(int(check), 1), *input_shape, dtype=torch.float64, generator=gen)
     with torch.no_grad():

@@ -18,11 +18,11 @@ nn = torch.nn
 
 from ..core.geometry import ConvGeometry
 from ..core.matrix import (
-    as_torch_weight, as_weight_array, check_matrix_memory, conv_geometry, conv_matrix, torch_csr,
+    as_bias, as_torch_weight, check_matrix_memory, conv_geometry, conv_matrix, torch_csr,
     torch_csr_structure, torch_csr_transpose, torch_csr_values, weight_slabs,
 )
 
-__all__ = ["from_module", "to_linear", "module_conv_kwargs", "SparseConvLinear", "csr_linear"]
+__all__ = ["from_module", "to_linear", "module_conv_kwargs", "check_module", "SparseConvLinear", "csr_linear"]
 
 _FORWARD = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -45,6 +45,7 @@ def module_conv_kwargs(module: nn.Module) -> dict:
             f"module {type(module).__name__} has uninitialized (lazy) parameters; "
             "run one forward pass to set its shapes first"
         )
+    check_module(module)
     kw = dict(
         stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups,
         padding_mode=module.padding_mode,
@@ -52,6 +53,33 @@ def module_conv_kwargs(module: nn.Module) -> dict:
     if isinstance(module, _TRANSPOSED):
         kw.update(transposed=True, output_padding=module.output_padding)
     return kw
+
+
+def check_module(module: nn.Module) -> None:
+    """ValueError unless the module's weight and bias agree with its channels and kernel size.
+
+    A weight or bias replaced after construction (``conv.bias = nn.Parameter(...)``) must
+    keep the shapes the module's own forward pass would accept.
+
+    >>> c = nn.Conv2d(1, 4, 3); c.bias = nn.Parameter(torch.zeros(3))
+    >>> check_module(c)
+    Traceback (most recent call last):
+    ...
+    ValueError: module.bias must have shape (4,) (one per output channel of Conv2d(1, 4, kernel_size=(3, 3), stride=(1, 1))), got (3,)
+    """
+    c_in, c_out, g = module.in_channels, module.out_channels, module.groups
+    first, second = (c_in, c_out // g) if isinstance(module, _TRANSPOSED) else (c_out, c_in // g)
+    expected = (first, second, *module.kernel_size)
+    if not isinstance(module.weight, torch.Tensor) or tuple(module.weight.shape) != expected:
+        got = tuple(module.weight.shape) if isinstance(module.weight, torch.Tensor) else type(module.weight).__name__
+        raise ValueError(
+            f"module.weight must have shape {expected} (channels {c_in} -> {c_out}, groups={g}, kernel "
+            f"{tuple(module.kernel_size)}) for {module!r}, got {got}"
+        )
+    bias = module.bias
+    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (c_out,)):
+        got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
+        raise ValueError(f"module.bias must have shape ({c_out},) (one per output channel of {module!r}), got {got}")
 
 
 def _in_context(module, input_shape, build, *args, **kwargs):
@@ -103,7 +131,7 @@ def from_module(module: nn.Module, input_shape) -> tuple:
     M = _matrix(module, input_shape)
     if module.bias is None:
         return M, np.zeros(M.shape[0], dtype=M.dtype)
-    bias = as_weight_array(module.bias, "module.bias")
+    bias = as_bias(module.bias, module.out_channels, "module.bias")
     return M, np.repeat(bias, M.shape[0] // len(bias))
 
 

@@ -66,7 +66,8 @@ def _tuple(v, nd):
 
 class _TorchLoader:
     def __init__(self, model, input_shape, batch=2, seed=0, eval_mode=False):
-        torch = require("torch", extra="torch", feature="reading a torch model")
+        require("torch", extra="torch", feature="reading a torch model")
+        import torch
         import torch.fx
 
         self.torch = torch
