@@ -44,7 +44,7 @@ def conv(weight, x, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="
         window = tuple(slice(t * dd, t * dd + (o - 1) * ss + 1, ss) for t, dd, ss, o in zip(tap, d, s, out_sizes))
         patch = xp[(slice(None), *window)]
         for g in range(groups):
-            w = weight[g * cout_g:(g + 1) * cout_g, :, *tap]
+            w = weight[(slice(g * cout_g, (g + 1) * cout_g), slice(None), *tap)]
             y[g * cout_g:(g + 1) * cout_g] += np.tensordot(w, patch[g * cin_g:(g + 1) * cin_g], axes=(1, 0))
     return y
 
@@ -64,7 +64,7 @@ def conv_transpose(weight, x, *, stride=1, padding=0, dilation=1, groups=1, outp
     for tap in itertools.product(*(range(k) for k in kernel)):
         window = tuple(slice(t * dd, t * dd + (nn - 1) * ss + 1, ss) for t, dd, ss, nn in zip(tap, d, s, n))
         for g in range(groups):
-            w = weight[g * cin_g:(g + 1) * cin_g, :, *tap]
+            w = weight[(slice(g * cin_g, (g + 1) * cin_g), slice(None), *tap)]
             y[(slice(g * cout_g, (g + 1) * cout_g), *window)] += np.tensordot(w, x[g * cin_g:(g + 1) * cin_g],
                                                                                axes=(0, 0))
     crop = tuple(slice(pp, f - pp) for pp, f in zip(p, full))

@@ -301,5 +301,5 @@ def test_static_page_numbers_in_cells(page, tmp_path):
     assert page.text_content('[data-neuron="out:1:2:0"]') == str(np.ravel_multi_index((1, 2, 0), (3, 3, 3)))
     hover(page, '[data-neuron="out:1:0:0"]', "out:1:0:0")
     formula = page.text_content("#formula")
-    assert f" + bias[1]\n" in formula and f" + 1 = {y[1, 0, 0]:g}\n" in formula
+    assert " + bias[1]\n" in formula and f" + 1 = {y[1, 0, 0]:g}\n" in formula
     assert page.errors == []

@@ -205,7 +205,7 @@ def test_cli_model_neuron(tmp_path, capsys):
     r = cli("neuron", path, "0,1,1", "--layer", conv)
     assert r.returncode == 0, r.stderr
     want = convmatrix.neuron(model, (1, 8, 8), (0, 1, 1), layer="0").inputs.tolist()
-    assert f"activation: ReLU" in r.stdout and f"depends on {len(want)} of 64 network inputs: " \
+    assert "activation: ReLU" in r.stdout and f"depends on {len(want)} of 64 network inputs: " \
         + ", ".join(map(str, want)) in r.stdout
     r = cli("neuron", path, "0", "--layer", "99")
     assert r.returncode == 2 and "layer '99' is not a layer of the model; valid layers" in r.stderr
