@@ -50,8 +50,9 @@ RULES: dict[str, str] = {
     **{op: "affine: by constants" for op in ("Mul", "Div")},
     **{op: GATHER for op in ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Concat", "Slice",
                               "Gather", "GatherElements", "GatherND", "Split", "Expand", "Tile", "DepthToSpace",
-                              "SpaceToDepth", "Where", "ReverseSequence", "Compress", "Trilu", "CenterCropPad",
-                              "ScatterND", "ScatterElements")},
+                              "SpaceToDepth", "Where", "ReverseSequence", "Compress", "Trilu", "CenterCropPad")},
+    **{op: "gather (reduction none); affine (add, mul); max or min with the constant updates: "
+           "c + relu(x - c) (max, min)" for op in ("ScatterND", "ScatterElements")},
     **{op: "gather (nearest mode); " + PROBE + " (linear, cubic)" for op in ("Resize", "Upsample", "GridSample")},
     **{op: PROBE for op in ("Einsum", "CumSum", "Col2Im", "MaxUnpool", "RoiAlign")},
     "Relu": "ReLU",
@@ -72,7 +73,8 @@ NON_PWL_ACTIVATIONS = ("Elu", "Sigmoid", "Softplus", "Tanh")
 MONOTONE = ("Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Softplus", "Softsign", "Exp", "Elu", "Selu", "Celu",
             "Erf", "Asinh", "Atan", "Sinh")
 PASSTHROUGH = ("Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
-SAMPLE_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+SAMPLE_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+              "BatchNormalization")
 _AXIS_ZERO = "an operation over the batch axis (axis 0) of a model with several samples along it"
 PROBE_LIMIT = 4096  # unit vectors probed one at a time at most (batched probes have no limit)
 
@@ -231,6 +233,7 @@ class _OnnxLoader:
         shape = ((1,) + tuple(dims[1:])) if self.batched else tuple(dims)
         self.g = Graph(shape, self.inp.name)
         self.vals = {self.inp.name: 0}  # name -> node id (tensors) ; constants live in self.consts
+        self.unavailable: dict[str, str] = {}  # outputs no rule gives (MaxPool's Indices): name -> what
         self.drop = _final_to_drop(g, drop_final)
         if self.drop is not None and not self.drop[2]:
             self.g.meta["final_monotone"] = self.drop[1]
@@ -250,8 +253,13 @@ class _OnnxLoader:
         if name in self.vals:
             raise ValueError(f"{what} (input {k}, {name!r}) must be a constant, but it depends on the model input")
         if name not in self.consts:
-            raise ValueError(f"input {name!r} is not defined before use")
+            raise ValueError(self.undefined(name))
         return self.consts[name]
+
+    def undefined(self, name) -> str:
+        if name in self.unavailable:
+            return f"input {name!r} is {self.unavailable[name]}, which cannot be converted"
+        return f"input {name!r} is not defined before use"
 
     def reference(self, node, opset=None):
         """A function ``feeds -> outputs`` that runs ``node`` alone with ``onnx.reference``."""
@@ -325,7 +333,7 @@ class _OnnxLoader:
         if not tensor_inputs:  # constant folding
             for n in node.input:
                 if n and n not in self.consts:
-                    raise ValueError(f"input {n!r} is not defined before use")
+                    raise ValueError(self.undefined(n))
             feeds = {n: self.consts[n] for n in node.input if n}
             for name, value in zip(node.output, self.run_reference(node, feeds)):
                 self.consts[name] = np.asarray(value)
@@ -427,9 +435,24 @@ class _OnnxLoader:
             ref0 = np.asarray(r0, dtype=np.float64)
             got = np.asarray(rc, dtype=np.float64) - ref0
             M = gather_matrix(got, int(offsets[-1]), f"{node.op_type}")
+            if not self.is_gather(node, run, k, traced, feeds_0, M, ref0):
+                raise ValueError(f"{node.op_type} does not move values without changing them here (not a gather)")
             ids.append(self.g.affine([self.vals[n] for n in traced], M, ref0.reshape(-1), shape=got.shape,
                                      name=f"{node.name or node.output[0]}" + (f" [{k}]" if k else "")))
         return ids
+
+    def is_gather(self, node, run, k, traced, feeds, M, b) -> bool:
+        """Whether output ``k`` of the gather read off the codes is right on a random input too
+        (a Scatter with reduction='max' looks like a gather on codes, and is not one)."""
+        r = np.random.default_rng(len(self.g.nodes)).standard_normal(M.shape[1])
+        feeds, start = dict(feeds), 0
+        for n in traced:
+            size = prod(self.shape(n))
+            feeds[n] = r[start:start + size].reshape(self.shape(n))
+            start += size
+        got = np.asarray(run(feeds)[k], dtype=np.float64).reshape(-1)
+        return got.shape == b.reshape(-1).shape and bool(np.allclose(got, M @ r + b.reshape(-1), rtol=0, atol=1e-12,
+                                                                      equal_nan=True))
 
     def probe(self, node, a, opset=None):
         """An operation affine in its variable inputs (constant attributes and other inputs).
@@ -627,7 +650,7 @@ class _OnnxLoader:
             shape = self.shape(x)
             if W.ndim == 1:
                 M, _, out = linear_affine(W[None, :], None, shape)
-                return self.g.affine([self.vals[x]], M, shape=out[:-1] or (1,), name=name)
+                return self.g.affine([self.vals[x]], M, shape=out[:-1], name=name)
             if W.ndim != 2:  # a batched product: block-diagonal
                 return self.matmul_batched(node, x, W, left=False)
             M, _, out = linear_affine(W.T, None, shape)
@@ -874,6 +897,33 @@ class _OnnxLoader:
                                             mode="linear", coordinate_transformation_mode="asymmetric")
         return self.probe(resize, {}, opset=13)
 
+    def op_ScatterND(self, node, a):
+        reduction = a.get("reduction", "none")
+        if reduction == "none":
+            return self.gather(node, a)
+        if reduction in ("add", "mul") or node.input[0] not in self.vals:
+            return self.probe(node, a)
+        if any(n in self.vals for n in node.input[1:]):
+            raise ValueError(f"{node.op_type} with reduction={reduction!r} of updates that depend on the input is "
+                             "not supported")
+        return self.scatter_extreme(node, reduction)
+
+    op_ScatterElements = op_ScatterND
+
+    def scatter_extreme(self, node, reduction):
+        """``y = max(x, c)`` (or min) where updates land, ``x`` elsewhere: ``c + relu(x - c)`` / ``x - relu(x - c)``."""
+        x, shape = self.vals[node.input[0]], self.shape(node.input[0])
+        fill = -np.inf if reduction == "max" else np.inf
+        feeds = {n: _as_data(self.consts[n]) for n in node.input[1:] if n}
+        feeds[node.input[0]] = np.full(shape, fill)
+        c = np.asarray(self.run_reference(node, feeds)[0], dtype=np.float64).reshape(-1)
+        hit = c != fill
+        c = np.where(hit, c, 0.0)
+        if reduction == "max":
+            return piecewise_linear(self.g, x, np.where(hit, 0.0, 1.0), c, c[:, None], hit[:, None] * 1.0,
+                                    name=node.name or node.output[0])
+        return piecewise_linear(self.g, x, 1.0, 0.0, c[:, None], hit[:, None] * -1.0, name=node.name or node.output[0])
+
     def op_GridSample(self, node, a):
         """Affine in the image for a constant grid; the mode names of opset 16 read as opset 20's."""
         mode = {"bilinear": "linear", "bicubic": "cubic"}.get(a.get("mode", "bilinear"), a.get("mode", "bilinear"))
@@ -899,8 +949,8 @@ class _OnnxLoader:
 
     # -- pooling ---------------------------------------------------------------------------
     def pool(self, node, a, kind):
-        if len(node.output) > 1 and node.output[1]:
-            raise ValueError("MaxPool with an Indices output is not supported")
+        if len(node.output) > 1 and node.output[1]:  # integer positions: no value of the network
+            self.unavailable[node.output[1]] = "the Indices output of MaxPool (integer positions)"
         shape = self.sample_shape(node.input[0], node.op_type)
         spatial = shape[1:]
         nd = len(spatial)
@@ -923,9 +973,7 @@ class _OnnxLoader:
         div = cnt if a.get("count_include_pad", 0) else np.diff(W.indptr).astype(np.float64)
         return self.g.affine([self.vals[node.input[0]]], avg_pool_affine(W, div), shape=(1, shape[0], *out), name=name)
 
-    def op_MaxPool(self, node, a):
-        if a.get("storage_order", 0):
-            raise ValueError("MaxPool with storage_order=1 is not supported")
+    def op_MaxPool(self, node, a):  # storage_order only orders the Indices output
         return self.pool(node, a, "max")
 
     def op_AveragePool(self, node, a):
