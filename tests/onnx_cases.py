@@ -421,6 +421,8 @@ def _fixed_cases():
         "Squeeze": model([mk("Squeeze", ["x", "a"], ["y"])], ["N", 3, 1, 2], inits={"a": i64(2)}, opset=13),
         "Dropout": model([mk("Dropout", ["x"], ["y"])], ["N", 3], opset=13),
         "Cast": model([mk("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], ["N", 3], opset=13),
+        "CastLike": model([mk("CastLike", ["x", "t"], ["y"])], ["N", 3], inits={"t": np.zeros(1, np.float32)},
+                          opset=15),
         "Constant": model([mk("Constant", [], ["c"], value=numpy_helper.from_array(f32(rng, 3), "c")),
                            mk("Add", ["x", "c"], ["y"])], ["N", 3], opset=13),
         "Shape": model([mk("Shape", ["x"], ["s"]), mk("Reshape", ["x", "s"], ["y"])], [1, 3, 2], opset=13),

@@ -20,7 +20,7 @@ from ..core.matrix import as_weight_array, conv_geometry, conv_matrix
 __all__ = [
     "conv_affine", "linear_affine", "channel_affine", "gather_matrix", "codes",
     "pool_windows", "adaptive_windows", "avg_pool_affine", "max_pool_groups", "unit_rows", "probe_affine",
-    "is_affine_on", "reduce_groups", "group_sum_matrix",
+    "is_affine_on", "looks_affine", "reduce_groups", "group_sum_matrix",
 ]
 
 
@@ -176,6 +176,23 @@ def is_affine_on(fn, M, b, points, rtol: float = 1e-9) -> bool:
     want = np.asarray((M @ points.T).T) + b
     scale = max(1.0, float(np.abs(want).max(initial=0.0)))
     return got.shape == want.shape and bool(np.allclose(got, want, rtol=0, atol=rtol * scale, equal_nan=True))
+
+
+def looks_affine(fn, R, rtol: float = 1e-9) -> bool:
+    """Whether ``fn`` (batched, as for :func:`probe_affine`) passes the affinity test on the two
+    rows ``u, v`` of ``R``: ``f(u) + f(v) - f(0) == f(u + v)``, ``2 f(u) - f(0) == f(2u)`` and
+    ``2 f(0) - f(u) == f(-u)``.
+
+    >>> import numpy as np
+    >>> R = np.random.default_rng(0).standard_normal((2, 3))
+    >>> looks_affine(lambda Z: 2 * Z + 1, R), looks_affine(lambda Z: np.maximum(Z, 0), R)
+    (True, False)
+    """
+    u, v = R[0], R[1]
+    f = np.asarray(fn(np.vstack([np.zeros_like(u), u, v, u + v, 2 * u, -u])), dtype=np.float64)
+    want = np.vstack([f[1] + f[2] - f[0], 2 * f[1] - f[0], 2 * f[0] - f[1]])
+    scale = max(1.0, float(np.abs(f[np.isfinite(f)]).max(initial=0.0)))
+    return bool(np.allclose(f[3:], want, rtol=0, atol=rtol * scale, equal_nan=True))
 
 
 def reduce_groups(shape, axes, keepdims: bool = True):

@@ -29,8 +29,8 @@ import scipy.sparse as sp
 
 from .ir import Affine, Graph, Max
 from .layers import (adaptive_windows, avg_pool_affine, channel_affine, codes, conv_affine, gather_matrix,
-                     group_sum_matrix, is_affine_on, linear_affine, max_pool_groups, pool_windows, probe_affine,
-                     reduce_groups)
+                     group_sum_matrix, is_affine_on, linear_affine, looks_affine, max_pool_groups, pool_windows,
+                     probe_affine, reduce_groups)
 from .passes import clip, piecewise_linear
 
 __all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "without_dropped", "supported_operators", "operators_markdown",
@@ -62,7 +62,8 @@ RULES: dict[str, str] = {
     **{op: "max tree: max(a, b) = b + relu(a - b)" for op in ("Max", "Min", "MaxPool", "GlobalMaxPool",
                                                                "ReduceMax", "ReduceMin")},
     "ReduceL1": "sum of absolute values (ReLUs)",
-    **{op: "the same value (Cast: to a float type; Dropout: inference mode)" for op in ("Identity", "Dropout", "Cast")},
+    **{op: "the same value (casts: to a float type; Dropout: inference mode)" for op in
+       ("Identity", "Dropout", "Cast", "CastLike")},
     **{op: "folded to a constant" for op in ("Constant", "Shape", "Size", "ConstantOfShape", "EyeLike")},
 }
 GATHER_OPS = {op for op, rule in RULES.items() if rule == GATHER}
@@ -207,6 +208,46 @@ def _sample_dims(dims, batch_axis, input_shape, name):
         raise ValueError(f"input {name!r} has shape {dims}: sizes other than the batch axis are dynamic; "
                          "give them with input_shape (convert --input-shape)")
     return batched, ([dims[0]] if batched else []) + rest
+
+
+class _NodeFunction:
+    """One ONNX node as a function of the flat values of its variable inputs, given the
+    constants: ``one(Z)`` runs each row of ``Z`` as one sample, ``batch(Z)`` all rows at
+    once along the size-1 leading axis (valid where the node treats that axis as a batch)."""
+
+    def __init__(self, run, names, shapes, consts):
+        self.run, self.names, self.shapes, self.consts = run, names, shapes, consts
+        self.sizes = [prod(sh) for sh in shapes]
+        self.n_in = sum(self.sizes)
+        self.out_shapes = [o.shape for o in self.outputs(np.zeros((1, self.n_in)), False)]
+
+    def outputs(self, Z, batched):
+        feeds, start = dict(self.consts), 0
+        for name, shape, size in zip(self.names, self.shapes, self.sizes):
+            part = Z[:, start:start + size]
+            feeds[name] = part.reshape((len(Z), *shape[1:])) if batched else part.reshape(shape)
+            start += size
+        return [np.asarray(o, dtype=np.float64) for o in self.run(feeds)]
+
+    def one(self, Z):
+        return np.stack([np.concatenate([o.reshape(-1) for o in self.outputs(z[None, :], False)]) for z in Z])
+
+    def batch(self, Z):
+        outs = self.outputs(Z, True)
+        if any(o.shape != (len(Z), *sh[1:]) for o, sh in zip(outs, self.out_shapes)):
+            raise ValueError("the node does not keep a batch along axis 0")
+        return np.concatenate([o.reshape(len(Z), -1) for o in outs], axis=1)
+
+    def batches(self, R) -> bool:
+        """Whether :meth:`batch` equals :meth:`one` on the rows of ``R``."""
+        if not all(sh[:1] == (1,) for sh in self.shapes + self.out_shapes):
+            return False
+        try:
+            want, got = self.one(R), self.batch(R)
+        except Exception:  # the operation refuses a batch along axis 0: one sample at a time
+            return False
+        return bool(np.allclose(got, want, rtol=0, atol=1e-9 * max(1.0, float(np.abs(want).max(initial=0))),
+                                equal_nan=True))
 
 
 class _OnnxLoader:
@@ -464,57 +505,21 @@ class _OnnxLoader:
         """
         self.check_batch(node, a)
         traced = list(dict.fromkeys(n for n in node.input if n in self.vals))
-        shapes = [self.shape(n) for n in traced]
-        sizes = [prod(sh) for sh in shapes]
-        n_in = sum(sizes)
-        run = self.reference(node, opset)
         consts = {n: _as_data(self.consts[n]) for n in node.input if n and n not in self.vals}
-
-        def evaluate(Z, batched):
-            feeds, start = dict(consts), 0
-            for name, shape, size in zip(traced, shapes, sizes):
-                part = Z[:, start:start + size]
-                feeds[name] = part.reshape((len(Z), *shape[1:])) if batched else part.reshape(shape)
-                start += size
-            outs = [np.asarray(o, dtype=np.float64) for o in run(feeds)]
-            return outs
-
-        zero = evaluate(np.zeros((1, n_in)), False)
-        out_shapes = [o.shape for o in zero]
-
-        def one(Z):
-            return np.stack([np.concatenate([o.reshape(-1) for o in evaluate(z[None, :], False)]) for z in Z])
-
-        def batch(Z):
-            outs = evaluate(Z, True)
-            if any(o.shape != (len(Z), *sh[1:]) for o, sh in zip(outs, out_shapes)):
-                raise ValueError("not batched")
-            return np.concatenate([o.reshape(len(Z), -1) for o in outs], axis=1)
-
-        rng = np.random.default_rng(len(self.g.nodes))
-        R = rng.standard_normal((3, n_in))
-        f0 = one(np.zeros((1, n_in)))[0]
-        fr = one(np.vstack([R[:2], R[0] + R[1], 2 * R[0]]))
-        linear = np.vstack([fr[0] + fr[1] - f0, 2 * fr[0] - f0])
-        scale = max(1.0, float(np.abs(fr).max(initial=0.0)))
-        if not np.allclose(fr[2:], linear, rtol=0, atol=1e-9 * scale, equal_nan=True):
+        f = _NodeFunction(self.reference(node, opset), traced, [self.shape(n) for n in traced], consts)
+        R = np.random.default_rng(len(self.g.nodes)).standard_normal((4, f.n_in))
+        if not looks_affine(f.one, R[:2]):
             raise ValueError(f"{node.op_type} is not affine in its input here (with these attributes and constant "
                              "inputs), nor piecewise linear")
-        fn = one
-        if all(sh[:1] == (1,) for sh in shapes + out_shapes):
-            try:
-                if np.allclose(batch(R[:2]), fr[:2], rtol=0, atol=1e-9 * scale, equal_nan=True):
-                    fn = batch
-            except Exception:  # the operation does not take a batch along axis 0: one at a time
-                pass
-        if fn is one and n_in > PROBE_LIMIT:
-            raise ValueError(f"{node.op_type} on {n_in} input neurons would be probed one unit vector at a time "
+        fn = f.batch if f.batches(R[:2]) else f.one
+        if fn is f.one and f.n_in > PROBE_LIMIT:
+            raise ValueError(f"{node.op_type} on {f.n_in} input neurons would be probed one unit vector at a time "
                              f"(more than {PROBE_LIMIT}); not supported at this size")
-        M, b = probe_affine(fn, n_in)
-        if not is_affine_on(one, M, b, R[2:]):
+        M, b = probe_affine(fn, f.n_in)
+        if not is_affine_on(f.one, M, b, R[2:]):
             raise ValueError(f"{node.op_type} is not affine in its input here, nor piecewise linear")
         ids, row = [], 0
-        for k, sh in enumerate(out_shapes):
+        for k, sh in enumerate(f.out_shapes):
             size = prod(sh)
             ids.append(self.g.affine([self.vals[n] for n in traced], sp.csr_array(M[row:row + size]),
                                      b[row:row + size], shape=sh,
@@ -552,6 +557,13 @@ class _OnnxLoader:
 
         if a.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
             raise ValueError(f"Cast of the data to {onnx.TensorProto.DataType.Name(a.get('to', 0))} is not supported")
+        return self.vals[node.input[0]]
+
+    def op_CastLike(self, node, a):
+        """Cast to the type of the (constant) second input: the value itself when that type is a float."""
+        target = np.asarray(self.const(node, 1, "the type template")).dtype
+        if target.kind != "f":
+            raise ValueError(f"CastLike of the data to {target} is not supported")
         return self.vals[node.input[0]]
 
     def op_Dropout(self, node, a):
