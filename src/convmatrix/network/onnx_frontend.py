@@ -21,6 +21,7 @@ and why (not piecewise linear, not continuous, or not supported).
 
 from __future__ import annotations
 
+import numbers
 import os
 from math import prod
 
@@ -1099,10 +1100,13 @@ def from_onnx(source, *, batch_axis: bool | None = None, input_shape=None, drop_
     >>> ir.evaluate(np.array([[1., 1.]]))
     array([[4., 6.]])
     """
+    if input_shape is not None and (isinstance(input_shape, (str, bytes)) or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in input_shape)):
+        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}")
     model = read_onnx(source)
     try:
         loader = _OnnxLoader(model, batch_axis=batch_axis, input_shape=input_shape, drop_final=drop_final)
-    except (ValueError, TypeError):
+    except ValueError:
         raise
     except Exception as exc:  # a damaged initializer or type field: one line
         raise ValueError(f"not a readable ONNX model: {type(exc).__name__}: {_first_line(exc)}") from None
