@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from convmatrix.network.check import compare
 from convmatrix.network.export import write_onnx

@@ -51,9 +51,10 @@ RULES: dict[str, str] = {
     **{op: "affine: by constants" for op in ("Mul", "Div")},
     **{op: GATHER for op in ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Concat", "Slice",
                               "Gather", "GatherElements", "GatherND", "Split", "Expand", "Tile", "DepthToSpace",
-                              "SpaceToDepth", "Where", "ReverseSequence", "Compress", "Trilu", "CenterCropPad")},
+                              "SpaceToDepth", "Where", "ReverseSequence", "Compress", "Trilu", "CenterCropPad",
+                              "TensorScatter")},
     **{op: "gather (reduction none); affine (add, mul); max or min with the constant updates: "
-           "c + relu(x - c) (max, min)" for op in ("ScatterND", "ScatterElements")},
+           "c + relu(x - c) (max, min)" for op in ("ScatterND", "ScatterElements", "Scatter")},
     **{op: "gather (nearest mode); " + PROBE + " (linear, cubic)" for op in ("Resize", "Upsample", "GridSample")},
     **{op: PROBE for op in ("Einsum", "CumSum", "Col2Im", "MaxUnpool", "RoiAlign")},
     "Relu": "ReLU",
@@ -456,7 +457,7 @@ class _OnnxLoader:
         return ids[last]
 
     # -- value-moving ops: run the op itself on integer codes ------------------------------
-    def gather(self, node, a):
+    def gather(self, node, a, opset=None):
         self.check_batch(node, a)
         traced = list(dict.fromkeys(n for n in node.input if n in self.vals))  # Concat([x, x]): x once
         sizes = [prod(self.shape(n)) for n in traced]
@@ -471,7 +472,7 @@ class _OnnxLoader:
                 feeds_0[n] = np.zeros(self.shape(n))
             else:
                 feeds_c[n] = feeds_0[n] = _as_data(self.const(node, list(node.input).index(n), "this input"))
-        run = self.reference(node)
+        run = self.reference(node, opset)
         ids = []
         for k, (r0, rc) in enumerate(zip(run(feeds_0), run(feeds_c))):  # Split: one matrix per output
             ref0 = np.asarray(r0, dtype=np.float64)
@@ -922,6 +923,12 @@ class _OnnxLoader:
         return self.scatter_extreme(node, reduction)
 
     op_ScatterElements = op_ScatterND
+
+    def op_Scatter(self, node, a):
+        """Scatter (opsets 9-10) is ScatterElements under its first name."""
+        same = self.onnx.helper.make_node("ScatterElements", list(node.input), list(node.output), name=node.name,
+                                          axis=int(a.get("axis", 0)))
+        return self.gather(same, a, opset=11)
 
     def scatter_extreme(self, node, reduction):
         """``y = max(x, c)`` (or min) where updates land, ``x`` elsewhere: ``c + relu(x - c)`` / ``x - relu(x - c)``."""
