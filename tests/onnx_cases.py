@@ -401,6 +401,8 @@ def _fixed_cases():
                            inits={"i": i64(0, 1, 0, 3).reshape(2, 2), "u": f32(rng, 2, 2)}, opset=16),
         "ScatterElements": model([mk("ScatterElements", ["x", "i", "u"], ["y"], axis=1)], [1, 4],
                                  inits={"i": i64(1, 3).reshape(1, 2), "u": f32(rng, 1, 2)}, opset=16),
+        "AffineGrid": model([mk("AffineGrid", ["x", "s"], ["y"], align_corners=0)], [1, 2, 3],
+                            inits={"s": i64(1, 1, 3, 4)}, opset=20),
         "Scatter": model([mk("Scatter", ["x", "i", "u"], ["y"], axis=1)], [1, 4],
                          inits={"i": i64(2, 0).reshape(1, 2), "u": f32(rng, 1, 2)}, opset=10),
         "TensorScatter": model([mk("TensorScatter", ["x", "u", "w"], ["y"], axis=1)], [1, 4, 2],

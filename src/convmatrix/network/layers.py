@@ -170,15 +170,18 @@ def probe_affine(fn, n_in: int, *, max_entries: int = 2**22):
     return sp.csr_array(M), b
 
 
-def is_affine_on(fn, M, b, points, rtol: float = 1e-9) -> bool:
-    """Whether ``fn(P) == P @ M.T + b`` (to ``rtol`` of the output's scale) on the rows of ``points``."""
+def is_affine_on(fn, M, b, points, rtol: float = 1e-6) -> bool:
+    """Whether ``fn(P) == P @ M.T + b`` (to ``rtol`` of the output's scale) on the rows of ``points``.
+
+    The default ``rtol`` admits float32 rounding (operators the ONNX reference computes
+    in float32) and nothing a non-affine function does on random inputs."""
     got = np.asarray(fn(points), dtype=np.float64)
     want = np.asarray((M @ points.T).T) + b
     scale = max(1.0, float(np.abs(want).max(initial=0.0)))
     return got.shape == want.shape and bool(np.allclose(got, want, rtol=0, atol=rtol * scale, equal_nan=True))
 
 
-def looks_affine(fn, R, rtol: float = 1e-9) -> bool:
+def looks_affine(fn, R, rtol: float = 1e-6) -> bool:
     """Whether ``fn`` (batched, as for :func:`probe_affine`) passes the affinity test on the two
     rows ``u, v`` of ``R``: ``f(u) + f(v) - f(0) == f(u + v)``, ``2 f(u) - f(0) == f(2u)`` and
     ``2 f(0) - f(u) == f(-u)``.

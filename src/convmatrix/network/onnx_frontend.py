@@ -56,7 +56,7 @@ RULES: dict[str, str] = {
     **{op: "gather (reduction none); affine (add, mul); max or min with the constant updates: "
            "c + relu(x - c) (max, min)" for op in ("ScatterND", "ScatterElements", "Scatter")},
     **{op: "gather (nearest mode); " + PROBE + " (linear, cubic)" for op in ("Resize", "Upsample", "GridSample")},
-    **{op: PROBE for op in ("Einsum", "CumSum", "Col2Im", "MaxUnpool", "RoiAlign")},
+    **{op: PROBE for op in ("Einsum", "CumSum", "Col2Im", "MaxUnpool", "RoiAlign", "AffineGrid")},
     "Relu": "ReLU",
     **{op: "element-wise piecewise linear, where continuous (Shrink with bias = lambd, ThresholdedRelu with "
            "alpha = 0): slope*x + c + sum of d*relu(x - t)" for op in
@@ -563,6 +563,11 @@ class _OnnxLoader:
 
     def op_CastLike(self, node, a):
         """Cast to the type of the (constant) second input: the value itself when that type is a float."""
+        if node.input[0] not in self.vals:  # a constant cast like a value: a float constant
+            self.consts[node.output[0]] = np.asarray(self.consts[node.input[0]], dtype=np.float32)
+            return None
+        if node.input[1] in self.vals:  # a value of the network: a float tensor
+            return self.vals[node.input[0]]
         target = np.asarray(self.const(node, 1, "the type template")).dtype
         if target.kind != "f":
             raise ValueError(f"CastLike of the data to {target} is not supported")
