@@ -67,6 +67,7 @@ RULES: dict[str, str] = {
     **{op: "the same value (casts: to a float type; Dropout: inference mode)" for op in
        ("Identity", "Dropout", "Cast", "CastLike")},
     **{op: "folded to a constant" for op in ("Constant", "Shape", "Size", "ConstantOfShape", "EyeLike")},
+    "If": "the branch a constant condition takes, inlined",
 }
 GATHER_OPS = {op for op, rule in RULES.items() if rule == GATHER}
 PROBE_OPS = {op for op, rule in RULES.items() if rule == PROBE}
@@ -369,6 +370,9 @@ class _OnnxLoader:
         if op == "Constant":
             self.consts[node.output[0]] = self.run_reference(node, {})[0]
             return
+        if op == "If" and node.input[0] not in self.vals:
+            self.inline_branch(node, a)
+            return
         if op == "Shape" and tensor_inputs:
             full = np.array(self.shape(node.input[0]), dtype=np.int64)
             self.consts[node.output[0]] = full[a.get("start", 0):a.get("end", len(full))]
@@ -404,6 +408,20 @@ class _OnnxLoader:
         for extra in node.output[len(outs):]:
             if extra:
                 self.vals.pop(extra, None)
+
+    def inline_branch(self, node, a):
+        """``If`` with a constant condition: the nodes of the branch it takes, in place."""
+        branch = a["then_branch"] if bool(np.asarray(self.const(node, 0, "the condition")).reshape(-1)[0]) \
+            else a["else_branch"]
+        for inner in branch.node:
+            self.convert(inner)
+        for out, name in zip(branch.output, node.output):
+            if out.name in self.vals:
+                self.vals[name] = self.vals[out.name]
+            elif out.name in self.consts:
+                self.consts[name] = self.consts[out.name]
+            else:
+                raise ValueError(self.undefined(out.name))
 
     def refusal(self, op) -> str:
         """Why ``op`` cannot be converted (one line)."""
