@@ -56,7 +56,9 @@ RULES: dict[str, str] = {
     **{op: "gather (reduction none); affine (add, mul); max or min with the constant updates: "
            "c + relu(x - c) (max, min)" for op in ("ScatterND", "ScatterElements", "Scatter")},
     **{op: "gather (nearest mode); " + PROBE + " (linear, cubic)" for op in ("Resize", "Upsample", "GridSample")},
-    **{op: PROBE for op in ("Einsum", "CumSum", "Col2Im", "MaxUnpool", "RoiAlign", "AffineGrid")},
+    **{op: PROBE for op in ("Einsum", "CumSum", "Col2Im", "MaxUnpool", "RoiAlign", "AffineGrid", "DFT", "STFT",
+                             "DeformConv", "RotaryEmbedding", "NegativeLogLikelihoodLoss")},
+    "LpPool": "p = 1: sum of absolute values over each window (ReLUs); p > 1 is not piecewise linear",
     "Relu": "ReLU",
     **{op: "element-wise piecewise linear, where continuous (Shrink with bias = lambd, ThresholdedRelu with "
            "alpha = 0): slope*x + c + sum of d*relu(x - t)" for op in
@@ -76,6 +78,15 @@ NON_PWL_ACTIVATIONS = ("Elu", "Sigmoid", "Softplus", "Tanh")
 # Strictly increasing (or, for Softmax/LogSoftmax, argmax-preserving) final operations ``drop_final`` may drop.
 MONOTONE = ("Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Softplus", "Softsign", "Exp", "Elu", "Selu", "Celu",
             "Erf", "Asinh", "Atan", "Sinh")
+NOT_PWL = ("HardSwish", "Gelu", "Mish", "Swish", "Log", "Sqrt", "Pow", "Reciprocal", "Sin", "Cos", "Tan", "Asin",
+           "Acos", "Acosh", "Atanh", "Cosh", "LpNormalization", "InstanceNormalization", "LayerNormalization",
+           "GroupNormalization", "RMSNormalization", "LRN", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare",
+           "ReduceProd", "ReduceLogSum", "MeanVarianceNormalization", "Attention", "LinearAttention",
+           "SoftmaxCrossEntropyLoss", "Det", "GRU", "LSTM", "RNN")
+NOT_CONTINUOUS = ("Sign", "Floor", "Ceil", "Round", "ArgMax", "ArgMin", "Greater", "Less", "Equal", "GreaterOrEqual",
+                  "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "Mod", "Hardmax", "TopK", "NonZero",
+                  "Unique", "OneHot", "QuantizeLinear", "DynamicQuantizeLinear", "NonMaxSuppression", "Binarizer",
+                  "TreeEnsemble", "TreeEnsembleClassifier", "TreeEnsembleRegressor")
 PASSTHROUGH = ("Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
 SAMPLE_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
               "BatchNormalization")
@@ -386,7 +397,7 @@ class _OnnxLoader:
                 self.consts[name] = np.asarray(value)
             return
         if node.domain not in ("", "ai.onnx"):
-            raise ValueError(f"unsupported operation {node.domain}.{op}")
+            raise ValueError(self.refusal(op) if op in NOT_CONTINUOUS else f"unsupported operation {node.domain}.{op}")
         if op in ("Size", "EyeLike"):  # depend on the shape only
             self.consts[node.output[0]] = self.run_reference(node, {node.input[0]: np.zeros(self.shape(node.input[0]))})[0]
             return
@@ -428,13 +439,9 @@ class _OnnxLoader:
         if self.drop is not None and self.drop[1] == op and op in MONOTONE:
             return (f"{op} is not piecewise linear; as the model's final operation it can be dropped, keeping "
                     f"the argmax: convert --drop-final {op.lower()} (drop_final='{op.lower()}')")
-        if op in MONOTONE or op in ("HardSwish", "Gelu", "Mish", "Log", "Sqrt", "Pow", "Reciprocal", "Sin", "Cos",
-                                    "LpNormalization", "InstanceNormalization", "LayerNormalization",
-                                    "GroupNormalization", "LRN", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare",
-                                    "ReduceProd", "ReduceLogSum", "MeanVarianceNormalization"):
+        if op in MONOTONE or op in NOT_PWL:
             return f"{op} is not piecewise linear, so no ReLU network computes it exactly"
-        if op in ("Sign", "Floor", "Ceil", "Round", "ArgMax", "ArgMin", "Greater", "Less", "Equal", "Not", "And",
-                  "Or", "Xor", "IsNaN", "IsInf", "Mod", "HardMax", "TopK", "NonZero", "Unique", "OneHot"):
+        if op in NOT_CONTINUOUS:
             return f"{op} is not continuous, so no ReLU network computes it"
         return f"unsupported operation {op}"
 
@@ -976,6 +983,21 @@ class _OnnxLoader:
         same = self.onnx.helper.make_node("GridSample", list(node.input), list(node.output), name=node.name,
                                           mode=mode, **attrs)
         return self.probe(same, a, opset=max(self.opset, 20))
+
+    def op_LpPool(self, node, a):
+        """``p = 1``: the window sums of ``|x|`` (an average pool counting the padding, times the window size)."""
+        if int(a.get("p", 2)) != 1:
+            raise ValueError(f"LpPool with p = {a.get('p', 2)} is not piecewise linear, so no ReLU network computes "
+                             "it exactly")
+        name = f"{node.output[0]}__abs"
+        self.vals[name] = self.op_Abs(node, a)
+        avg = self.onnx.helper.make_node("AveragePool", [name], list(node.output), name=node.name)
+        attrs = {**{k: v for k, v in a.items() if k != "p"}, "count_include_pad": 1}
+        pool = lambda n, at: self.pool(n, at, "avg")
+        y = pool(avg, attrs) if self.shape(name)[:1] == (1,) else self.per_sample(avg, attrs, pool)
+        n, k = self.g.nodes[y].size, prod(a["kernel_shape"])
+        return self.g.affine([y], k * sp.identity(n, format="csr"), shape=self.g.nodes[y].shape,
+                             name=node.name or node.output[0])
 
     def op_Softmax(self, node, a):
         raise ValueError(self.refusal(node.op_type))
