@@ -99,6 +99,8 @@ def main(parts) -> int:
         with tempfile.TemporaryDirectory() as folder:
             try:
                 kind, detail = outcome(*got, folder)
+            except MemoryError:
+                kind, detail = "out of memory (dense Gemm layers near the limit)", ""
             except Exception as exc:  # noqa: BLE001 - a traceback is what this looks for
                 kind, detail = "TRACEBACK", f"{type(exc).__name__}: {exc}"
         counts[kind] += 1

@@ -151,7 +151,7 @@ def probe_affine(fn, n_in: int, *, max_entries: int = 2**22):
     ``fn(Z)`` maps a ``(k, n_in)`` float64 batch to ``(k, n_out)``. Then ``b = fn(0)``
     and column ``j`` of ``M`` is ``fn(e_j) - b``: exact for an affine ``fn`` (the unit
     vectors' outputs are the coefficients themselves). Unit vectors are sent in chunks
-    of at most ``max_entries`` output values; exact zeros are not stored.
+    of at most ``max_entries`` input and output values; exact zeros are not stored.
 
     >>> import numpy as np
     >>> M, b = probe_affine(lambda Z: Z @ np.array([[1., 2.], [0., 3.]]).T + 1, 2)
@@ -160,7 +160,7 @@ def probe_affine(fn, n_in: int, *, max_entries: int = 2**22):
            [0., 3.]]), array([1., 1.]))
     """
     b = np.asarray(fn(np.zeros((1, n_in))), dtype=np.float64)[0]
-    k = max(1, min(n_in, max_entries // max(1, b.size)))
+    k = max(1, min(n_in, max_entries // max(1, b.size, n_in)))  # a chunk: k unit vectors in, k outputs out
     blocks = []
     for start in range(0, n_in, k):
         Y = np.asarray(fn(unit_rows(start, min(n_in, start + k), n_in)), dtype=np.float64) - b
