@@ -34,8 +34,8 @@ from .layers import (adaptive_windows, avg_pool_affine, channel_affine, codes, c
                      probe_affine, reduce_groups)
 from .passes import clip, piecewise_linear
 
-__all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "without_dropped", "supported_operators", "operators_markdown",
-           "RULES", "MIN_OPSET"]
+__all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "without_dropped", "supported_operators",
+           "operators_markdown", "RULES", "MIN_OPSET"]
 
 MIN_OPSET = 7  # the oldest default-domain opset onnxruntime runs
 
