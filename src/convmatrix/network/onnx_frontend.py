@@ -399,7 +399,8 @@ class _OnnxLoader:
         if node.domain not in ("", "ai.onnx"):
             raise ValueError(self.refusal(op) if op in NOT_CONTINUOUS else f"unsupported operation {node.domain}.{op}")
         if op in ("Size", "EyeLike"):  # depend on the shape only
-            self.consts[node.output[0]] = self.run_reference(node, {node.input[0]: np.zeros(self.shape(node.input[0]))})[0]
+            zeros = np.zeros(self.shape(node.input[0]))
+            self.consts[node.output[0]] = self.run_reference(node, {node.input[0]: zeros})[0]
             return
         handler = getattr(self, f"op_{op}", None)
         if handler is None and op in GATHER_OPS:
@@ -667,10 +668,11 @@ class _OnnxLoader:
         return self.crop(y, out, lo, hi, name)  # asymmetric pads (SAME_*, output_shape): crop the full output
 
     def crop(self, x, shape, lo, hi, name):
-        """``x`` of shape ``(C, *spatial)`` (one sample) cut by ``lo``/``hi`` per spatial axis (negative: zeros added)."""
+        """``x`` of shape ``(C, *spatial)`` (one sample) cut by ``lo``/``hi`` per spatial axis (negative: zeros)."""
         c = codes(shape)
         c = np.pad(c, [(0, 0)] + [(max(0, -l), max(0, -h)) for l, h in zip(lo, hi)])
-        c = c[(slice(None),) + tuple(slice(max(0, l), c.shape[i + 1] - max(0, h)) for i, (l, h) in enumerate(zip(lo, hi)))]
+        keep = [slice(max(0, l), c.shape[i + 1] - max(0, h)) for i, (l, h) in enumerate(zip(lo, hi))]
+        c = c[(slice(None), *keep)]
         return self.g.affine([x], gather_matrix(c, prod(shape)), shape=(1,) + c.shape, name=name)
 
     def op_Gemm(self, node, a):
