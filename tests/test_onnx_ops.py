@@ -203,7 +203,7 @@ def test_models_onnxruntime_cannot_read_are_refused_first(name, tmp_path):
     onnx.save(BAD[name](), str(path))
     with pytest.raises(ValueError, match=r"(onnx.checker|onnxruntime cannot run this model)"):
         from_onnx(str(path))
-    for check in ("10", "0"):
+    for check in {"kernel_shape": ("10", "0"), "opset 99": ("0",)}.get(name, ()):  # the CLI: a few suffice
         r = subprocess.run([sys.executable, "-m", "convmatrix", "convert", str(path), "-o", str(tmp_path / "o.onnx"),
                             "--check", check], capture_output=True, text=True)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -230,8 +230,7 @@ def test_cli_drop_final_and_fixed_axis(tmp_path):
     r = cli("--drop-final", "softmax")
     assert r.returncode == 0, r.stderr
     assert "dropped the final node #1" in r.stdout and "(Softmax)" in r.stdout, r.stdout
-    r = cli("--drop-final", "softmax", "--batch-axis", "--check", "3")
-    assert r.returncode == 0, r.stderr
+    assert "input 'x' [2, 3], output 'y' [2, 4]" in r.stdout  # a fixed leading axis: one sample of 6 inputs
 
 
 # -- corrupted files --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from .ir import ConvRecord
 __all__ = [
     "conv_affine", "linear_affine", "channel_affine", "gather_matrix", "codes",
     "pool_windows", "adaptive_windows", "avg_pool_affine", "max_pool_groups", "unit_rows", "probe_affine",
-    "is_affine_on", "reduce_groups", "group_sum_matrix",
+    "is_affine_on", "looks_affine", "reduce_groups", "group_sum_matrix",
     "conv_record", "pool_geometry", "pool_record", "pad_record", "batch_norm_affine", "fold_channel_affine",
 ]
 
@@ -233,7 +233,7 @@ def probe_affine(fn, n_in: int, *, max_entries: int = 2**22):
     ``fn(Z)`` maps a ``(k, n_in)`` float64 batch to ``(k, n_out)``. Then ``b = fn(0)``
     and column ``j`` of ``M`` is ``fn(e_j) - b``: exact for an affine ``fn`` (the unit
     vectors' outputs are the coefficients themselves). Unit vectors are sent in chunks
-    of at most ``max_entries`` output values; exact zeros are not stored.
+    of at most ``max_entries`` input and output values; exact zeros are not stored.
 
     >>> import numpy as np
     >>> M, b = probe_affine(lambda Z: Z @ np.array([[1., 2.], [0., 3.]]).T + 1, 2)
@@ -242,7 +242,7 @@ def probe_affine(fn, n_in: int, *, max_entries: int = 2**22):
            [0., 3.]]), array([1., 1.]))
     """
     b = np.asarray(fn(np.zeros((1, n_in))), dtype=np.float64)[0]
-    k = max(1, min(n_in, max_entries // max(1, b.size)))
+    k = max(1, min(n_in, max_entries // max(1, b.size, n_in)))  # a chunk: k unit vectors in, k outputs out
     blocks = []
     for start in range(0, n_in, k):
         Y = np.asarray(fn(unit_rows(start, min(n_in, start + k), n_in)), dtype=np.float64) - b
@@ -252,12 +252,32 @@ def probe_affine(fn, n_in: int, *, max_entries: int = 2**22):
     return sp.csr_array(M), b
 
 
-def is_affine_on(fn, M, b, points, rtol: float = 1e-9) -> bool:
-    """Whether ``fn(P) == P @ M.T + b`` (to ``rtol`` of the output's scale) on the rows of ``points``."""
+def is_affine_on(fn, M, b, points, rtol: float = 1e-6) -> bool:
+    """Whether ``fn(P) == P @ M.T + b`` (to ``rtol`` of the output's scale) on the rows of ``points``.
+
+    The default ``rtol`` admits float32 rounding (operators the ONNX reference computes
+    in float32) and nothing a non-affine function does on random inputs."""
     got = np.asarray(fn(points), dtype=np.float64)
     want = np.asarray((M @ points.T).T) + b
     scale = max(1.0, float(np.abs(want).max(initial=0.0)))
     return got.shape == want.shape and bool(np.allclose(got, want, rtol=0, atol=rtol * scale, equal_nan=True))
+
+
+def looks_affine(fn, R, rtol: float = 1e-6) -> bool:
+    """Whether ``fn`` (batched, as for :func:`probe_affine`) passes the affinity test on the two
+    rows ``u, v`` of ``R``: ``f(u) + f(v) - f(0) == f(u + v)``, ``2 f(u) - f(0) == f(2u)`` and
+    ``2 f(0) - f(u) == f(-u)``.
+
+    >>> import numpy as np
+    >>> R = np.random.default_rng(0).standard_normal((2, 3))
+    >>> looks_affine(lambda Z: 2 * Z + 1, R), looks_affine(lambda Z: np.maximum(Z, 0), R)
+    (True, False)
+    """
+    u, v = R[0], R[1]
+    f = np.asarray(fn(np.vstack([np.zeros_like(u), u, v, u + v, 2 * u, -u])), dtype=np.float64)
+    want = np.vstack([f[1] + f[2] - f[0], 2 * f[1] - f[0], 2 * f[0] - f[1]])
+    scale = max(1.0, float(np.abs(f[np.isfinite(f)]).max(initial=0.0)))
+    return bool(np.allclose(f[3:], want, rtol=0, atol=rtol * scale, equal_nan=True))
 
 
 def reduce_groups(shape, axes, keepdims: bool = True):

@@ -21,6 +21,7 @@ and why (not piecewise linear, not continuous, or not supported).
 
 from __future__ import annotations
 
+import numbers
 import os
 from math import prod
 
@@ -31,12 +32,12 @@ from .._optional import require
 from ..core.geometry import conv_output_size, conv_transpose_output_size
 from .ir import Affine, Graph, Max
 from .layers import (adaptive_windows, avg_pool_affine, batch_norm_affine, channel_affine, codes,
-                     conv_record, gather_matrix, group_sum_matrix, is_affine_on, linear_affine, max_pool_groups,
-                     pool_geometry, pool_record, pool_windows, probe_affine, reduce_groups)
+                     conv_record, gather_matrix, group_sum_matrix, is_affine_on, linear_affine, looks_affine,
+                     max_pool_groups, pool_geometry, pool_record, pool_windows, probe_affine, reduce_groups)
 from .passes import clip, piecewise_linear
 
-__all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "without_dropped", "supported_operators", "operators_markdown",
-           "RULES", "MIN_OPSET"]
+__all__ = ["from_onnx", "read_onnx", "onnx_pads", "validate_onnx", "without_dropped", "supported_operators",
+           "operators_markdown", "RULES", "MIN_OPSET"]
 
 MIN_OPSET = 7  # the oldest default-domain opset onnxruntime runs
 
@@ -53,9 +54,13 @@ RULES: dict[str, str] = {
     **{op: GATHER for op in ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Concat", "Slice",
                               "Gather", "GatherElements", "GatherND", "Split", "Expand", "Tile", "DepthToSpace",
                               "SpaceToDepth", "Where", "ReverseSequence", "Compress", "Trilu", "CenterCropPad",
-                              "ScatterND", "ScatterElements")},
+                              "TensorScatter")},
+    **{op: "gather (reduction none); affine (add, mul); max or min with the constant updates: "
+           "c + relu(x - c) (max, min)" for op in ("ScatterND", "ScatterElements", "Scatter")},
     **{op: "gather (nearest mode); " + PROBE + " (linear, cubic)" for op in ("Resize", "Upsample", "GridSample")},
-    **{op: PROBE for op in ("Einsum", "CumSum", "Col2Im", "MaxUnpool", "RoiAlign")},
+    **{op: PROBE for op in ("Einsum", "CumSum", "Col2Im", "MaxUnpool", "RoiAlign", "AffineGrid", "DFT", "STFT",
+                             "DeformConv", "RotaryEmbedding", "NegativeLogLikelihoodLoss")},
+    "LpPool": "p = 1: sum of absolute values over each window (ReLUs); p > 1 is not piecewise linear",
     "Relu": "ReLU",
     **{op: "element-wise piecewise linear, where continuous (Shrink with bias = lambd, ThresholdedRelu with "
            "alpha = 0): slope*x + c + sum of d*relu(x - t)" for op in
@@ -63,8 +68,10 @@ RULES: dict[str, str] = {
     **{op: "max tree: max(a, b) = b + relu(a - b)" for op in ("Max", "Min", "MaxPool", "GlobalMaxPool",
                                                                "ReduceMax", "ReduceMin")},
     "ReduceL1": "sum of absolute values (ReLUs)",
-    **{op: "the same value (Cast: to a float type; Dropout: inference mode)" for op in ("Identity", "Dropout", "Cast")},
+    **{op: "the same value (casts: to a float type; Dropout: inference mode)" for op in
+       ("Identity", "Dropout", "Cast", "CastLike")},
     **{op: "folded to a constant" for op in ("Constant", "Shape", "Size", "ConstantOfShape", "EyeLike")},
+    "If": "the branch a constant condition takes, inlined",
 }
 GATHER_OPS = {op for op, rule in RULES.items() if rule == GATHER}
 PROBE_OPS = {op for op, rule in RULES.items() if rule == PROBE}
@@ -73,8 +80,18 @@ NON_PWL_ACTIVATIONS = ("Elu", "Sigmoid", "Softplus", "Tanh")
 # Strictly increasing (or, for Softmax/LogSoftmax, argmax-preserving) final operations ``drop_final`` may drop.
 MONOTONE = ("Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Softplus", "Softsign", "Exp", "Elu", "Selu", "Celu",
             "Erf", "Asinh", "Atan", "Sinh")
+NOT_PWL = ("HardSwish", "Gelu", "Mish", "Swish", "Log", "Sqrt", "Pow", "Reciprocal", "Sin", "Cos", "Tan", "Asin",
+           "Acos", "Acosh", "Atanh", "Cosh", "LpNormalization", "InstanceNormalization", "LayerNormalization",
+           "GroupNormalization", "RMSNormalization", "LRN", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare",
+           "ReduceProd", "ReduceLogSum", "MeanVarianceNormalization", "Attention", "LinearAttention",
+           "SoftmaxCrossEntropyLoss", "Det", "GRU", "LSTM", "RNN")
+NOT_CONTINUOUS = ("Sign", "Floor", "Ceil", "Round", "ArgMax", "ArgMin", "Greater", "Less", "Equal", "GreaterOrEqual",
+                  "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "Mod", "Hardmax", "TopK", "NonZero",
+                  "Unique", "OneHot", "QuantizeLinear", "DynamicQuantizeLinear", "NonMaxSuppression", "Binarizer",
+                  "TreeEnsemble", "TreeEnsembleClassifier", "TreeEnsembleRegressor")
 PASSTHROUGH = ("Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
-SAMPLE_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+SAMPLE_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+              "BatchNormalization")
 _AXIS_ZERO = "an operation over the batch axis (axis 0) of a model with several samples along it"
 PROBE_LIMIT = 4096  # unit vectors probed one at a time at most (batched probes have no limit)
 
@@ -209,6 +226,46 @@ def _sample_dims(dims, batch_axis, input_shape, name):
     return batched, ([dims[0]] if batched else []) + rest
 
 
+class _NodeFunction:
+    """One ONNX node as a function of the flat values of its variable inputs, given the
+    constants: ``one(Z)`` runs each row of ``Z`` as one sample, ``batch(Z)`` all rows at
+    once along the size-1 leading axis (valid where the node treats that axis as a batch)."""
+
+    def __init__(self, run, names, shapes, consts):
+        self.run, self.names, self.shapes, self.consts = run, names, shapes, consts
+        self.sizes = [prod(sh) for sh in shapes]
+        self.n_in = sum(self.sizes)
+        self.out_shapes = [o.shape for o in self.outputs(np.zeros((1, self.n_in)), False)]
+
+    def outputs(self, Z, batched):
+        feeds, start = dict(self.consts), 0
+        for name, shape, size in zip(self.names, self.shapes, self.sizes):
+            part = Z[:, start:start + size]
+            feeds[name] = part.reshape((len(Z), *shape[1:])) if batched else part.reshape(shape)
+            start += size
+        return [np.asarray(o, dtype=np.float64) for o in self.run(feeds)]
+
+    def one(self, Z):
+        return np.stack([np.concatenate([o.reshape(-1) for o in self.outputs(z[None, :], False)]) for z in Z])
+
+    def batch(self, Z):
+        outs = self.outputs(Z, True)
+        if any(o.shape != (len(Z), *sh[1:]) for o, sh in zip(outs, self.out_shapes)):
+            raise ValueError("the node does not keep a batch along axis 0")
+        return np.concatenate([o.reshape(len(Z), -1) for o in outs], axis=1)
+
+    def batches(self, R) -> bool:
+        """Whether :meth:`batch` equals :meth:`one` on the rows of ``R``."""
+        if not all(sh[:1] == (1,) for sh in self.shapes + self.out_shapes):
+            return False
+        try:
+            want, got = self.one(R), self.batch(R)
+        except Exception:  # the operation refuses a batch along axis 0: one sample at a time
+            return False
+        return bool(np.allclose(got, want, rtol=0, atol=1e-9 * max(1.0, float(np.abs(want).max(initial=0))),
+                                equal_nan=True))
+
+
 class _OnnxLoader:
     def __init__(self, model, *, batch_axis=None, input_shape=None, drop_final=()):
         import onnx
@@ -233,6 +290,7 @@ class _OnnxLoader:
         shape = ((1,) + tuple(dims[1:])) if self.batched else tuple(dims)
         self.g = Graph(shape, self.inp.name)
         self.vals = {self.inp.name: 0}  # name -> node id (tensors) ; constants live in self.consts
+        self.unavailable: dict[str, str] = {}  # outputs no rule gives (MaxPool's Indices): name -> what
         self.drop = _final_to_drop(g, drop_final)
         if self.drop is not None and not self.drop[2]:
             self.g.meta["final_monotone"] = self.drop[1]
@@ -252,8 +310,13 @@ class _OnnxLoader:
         if name in self.vals:
             raise ValueError(f"{what} (input {k}, {name!r}) must be a constant, but it depends on the model input")
         if name not in self.consts:
-            raise ValueError(f"input {name!r} is not defined before use")
+            raise ValueError(self.undefined(name))
         return self.consts[name]
+
+    def undefined(self, name) -> str:
+        if name in self.unavailable:
+            return f"input {name!r} is {self.unavailable[name]}, which cannot be converted"
+        return f"input {name!r} is not defined before use"
 
     def reference(self, node, opset=None):
         """A function ``feeds -> outputs`` that runs ``node`` alone with ``onnx.reference``."""
@@ -323,6 +386,9 @@ class _OnnxLoader:
         if op == "Constant":
             self.consts[node.output[0]] = self.run_reference(node, {})[0]
             return
+        if op == "If" and node.input[0] not in self.vals:
+            self.inline_branch(node, a)
+            return
         if op == "Shape" and tensor_inputs:
             full = np.array(self.shape(node.input[0]), dtype=np.int64)
             self.consts[node.output[0]] = full[a.get("start", 0):a.get("end", len(full))]
@@ -330,15 +396,16 @@ class _OnnxLoader:
         if not tensor_inputs:  # constant folding
             for n in node.input:
                 if n and n not in self.consts:
-                    raise ValueError(f"input {n!r} is not defined before use")
+                    raise ValueError(self.undefined(n))
             feeds = {n: self.consts[n] for n in node.input if n}
             for name, value in zip(node.output, self.run_reference(node, feeds)):
                 self.consts[name] = np.asarray(value)
             return
         if node.domain not in ("", "ai.onnx"):
-            raise ValueError(f"unsupported operation {node.domain}.{op}")
+            raise ValueError(self.refusal(op) if op in NOT_CONTINUOUS else f"unsupported operation {node.domain}.{op}")
         if op in ("Size", "EyeLike"):  # depend on the shape only
-            self.consts[node.output[0]] = self.run_reference(node, {node.input[0]: np.zeros(self.shape(node.input[0]))})[0]
+            zeros = np.zeros(self.shape(node.input[0]))
+            self.consts[node.output[0]] = self.run_reference(node, {node.input[0]: zeros})[0]
             return
         handler = getattr(self, f"op_{op}", None)
         if handler is None and op in GATHER_OPS:
@@ -359,18 +426,28 @@ class _OnnxLoader:
             if extra:
                 self.vals.pop(extra, None)
 
+    def inline_branch(self, node, a):
+        """``If`` with a constant condition: the nodes of the branch it takes, in place."""
+        branch = a["then_branch"] if bool(np.asarray(self.const(node, 0, "the condition")).reshape(-1)[0]) \
+            else a["else_branch"]
+        for inner in branch.node:
+            self.convert(inner)
+        for out, name in zip(branch.output, node.output):
+            if out.name in self.vals:
+                self.vals[name] = self.vals[out.name]
+            elif out.name in self.consts:
+                self.consts[name] = self.consts[out.name]
+            else:
+                raise ValueError(self.undefined(out.name))
+
     def refusal(self, op) -> str:
         """Why ``op`` cannot be converted (one line)."""
         if self.drop is not None and self.drop[1] == op and op in MONOTONE:
             return (f"{op} is not piecewise linear; as the model's final operation it can be dropped, keeping "
                     f"the argmax: convert --drop-final {op.lower()} (drop_final='{op.lower()}')")
-        if op in MONOTONE or op in ("HardSwish", "Gelu", "Mish", "Log", "Sqrt", "Pow", "Reciprocal", "Sin", "Cos",
-                                    "LpNormalization", "InstanceNormalization", "LayerNormalization",
-                                    "GroupNormalization", "LRN", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare",
-                                    "ReduceProd", "ReduceLogSum", "MeanVarianceNormalization"):
+        if op in MONOTONE or op in NOT_PWL:
             return f"{op} is not piecewise linear, so no ReLU network computes it exactly"
-        if op in ("Sign", "Floor", "Ceil", "Round", "ArgMax", "ArgMin", "Greater", "Less", "Equal", "Not", "And",
-                  "Or", "Xor", "IsNaN", "IsInf", "Mod", "HardMax", "TopK", "NonZero", "Unique", "OneHot"):
+        if op in NOT_CONTINUOUS:
             return f"{op} is not continuous, so no ReLU network computes it"
         return f"unsupported operation {op}"
 
@@ -411,7 +488,7 @@ class _OnnxLoader:
         return ids[last]
 
     # -- value-moving ops: run the op itself on integer codes ------------------------------
-    def gather(self, node, a):
+    def gather(self, node, a, opset=None):
         self.check_batch(node, a)
         traced = list(dict.fromkeys(n for n in node.input if n in self.vals))  # Concat([x, x]): x once
         sizes = [prod(self.shape(n)) for n in traced]
@@ -426,15 +503,30 @@ class _OnnxLoader:
                 feeds_0[n] = np.zeros(self.shape(n))
             else:
                 feeds_c[n] = feeds_0[n] = _as_data(self.const(node, list(node.input).index(n), "this input"))
-        run = self.reference(node)
+        run = self.reference(node, opset)
         ids = []
         for k, (r0, rc) in enumerate(zip(run(feeds_0), run(feeds_c))):  # Split: one matrix per output
             ref0 = np.asarray(r0, dtype=np.float64)
             got = np.asarray(rc, dtype=np.float64) - ref0
             M = gather_matrix(got, int(offsets[-1]), f"{node.op_type}")
+            if not self.is_gather(node, run, k, traced, feeds_0, M, ref0):
+                raise ValueError(f"{node.op_type} does not move values without changing them here (not a gather)")
             ids.append(self.g.affine([self.vals[n] for n in traced], M, ref0.reshape(-1), shape=got.shape,
                                      name=f"{node.name or node.output[0]}" + (f" [{k}]" if k else "")))
         return ids
+
+    def is_gather(self, node, run, k, traced, feeds, M, b) -> bool:
+        """Whether output ``k`` of the gather read off the codes is right on a random input too
+        (a Scatter with reduction='max' looks like a gather on codes, and is not one)."""
+        r = np.random.default_rng(len(self.g.nodes)).standard_normal(M.shape[1])
+        feeds, start = dict(feeds), 0
+        for n in traced:
+            size = prod(self.shape(n))
+            feeds[n] = r[start:start + size].reshape(self.shape(n))
+            start += size
+        got = np.asarray(run(feeds)[k], dtype=np.float64).reshape(-1)
+        return got.shape == b.reshape(-1).shape and bool(np.allclose(got, M @ r + b.reshape(-1), rtol=0, atol=1e-12,
+                                                                      equal_nan=True))
 
     def probe(self, node, a, opset=None):
         """An operation affine in its variable inputs (constant attributes and other inputs).
@@ -446,57 +538,21 @@ class _OnnxLoader:
         """
         self.check_batch(node, a)
         traced = list(dict.fromkeys(n for n in node.input if n in self.vals))
-        shapes = [self.shape(n) for n in traced]
-        sizes = [prod(sh) for sh in shapes]
-        n_in = sum(sizes)
-        run = self.reference(node, opset)
         consts = {n: _as_data(self.consts[n]) for n in node.input if n and n not in self.vals}
-
-        def evaluate(Z, batched):
-            feeds, start = dict(consts), 0
-            for name, shape, size in zip(traced, shapes, sizes):
-                part = Z[:, start:start + size]
-                feeds[name] = part.reshape((len(Z), *shape[1:])) if batched else part.reshape(shape)
-                start += size
-            outs = [np.asarray(o, dtype=np.float64) for o in run(feeds)]
-            return outs
-
-        zero = evaluate(np.zeros((1, n_in)), False)
-        out_shapes = [o.shape for o in zero]
-
-        def one(Z):
-            return np.stack([np.concatenate([o.reshape(-1) for o in evaluate(z[None, :], False)]) for z in Z])
-
-        def batch(Z):
-            outs = evaluate(Z, True)
-            if any(o.shape != (len(Z), *sh[1:]) for o, sh in zip(outs, out_shapes)):
-                raise ValueError("not batched")
-            return np.concatenate([o.reshape(len(Z), -1) for o in outs], axis=1)
-
-        rng = np.random.default_rng(len(self.g.nodes))
-        R = rng.standard_normal((3, n_in))
-        f0 = one(np.zeros((1, n_in)))[0]
-        fr = one(np.vstack([R[:2], R[0] + R[1], 2 * R[0]]))
-        linear = np.vstack([fr[0] + fr[1] - f0, 2 * fr[0] - f0])
-        scale = max(1.0, float(np.abs(fr).max(initial=0.0)))
-        if not np.allclose(fr[2:], linear, rtol=0, atol=1e-9 * scale, equal_nan=True):
+        f = _NodeFunction(self.reference(node, opset), traced, [self.shape(n) for n in traced], consts)
+        R = np.random.default_rng(len(self.g.nodes)).standard_normal((4, f.n_in))
+        if not looks_affine(f.one, R[:2]):
             raise ValueError(f"{node.op_type} is not affine in its input here (with these attributes and constant "
                              "inputs), nor piecewise linear")
-        fn = one
-        if all(sh[:1] == (1,) for sh in shapes + out_shapes):
-            try:
-                if np.allclose(batch(R[:2]), fr[:2], rtol=0, atol=1e-9 * scale, equal_nan=True):
-                    fn = batch
-            except Exception:  # the operation does not take a batch along axis 0: one at a time
-                pass
-        if fn is one and n_in > PROBE_LIMIT:
-            raise ValueError(f"{node.op_type} on {n_in} input neurons would be probed one unit vector at a time "
+        fn = f.batch if f.batches(R[:2]) else f.one
+        if fn is f.one and f.n_in > PROBE_LIMIT:
+            raise ValueError(f"{node.op_type} on {f.n_in} input neurons would be probed one unit vector at a time "
                              f"(more than {PROBE_LIMIT}); not supported at this size")
-        M, b = probe_affine(fn, n_in)
-        if not is_affine_on(one, M, b, R[2:]):
+        M, b = probe_affine(fn, f.n_in)
+        if not is_affine_on(f.one, M, b, R[2:]):
             raise ValueError(f"{node.op_type} is not affine in its input here, nor piecewise linear")
         ids, row = [], 0
-        for k, sh in enumerate(out_shapes):
+        for k, sh in enumerate(f.out_shapes):
             size = prod(sh)
             ids.append(self.g.affine([self.vals[n] for n in traced], sp.csr_array(M[row:row + size]),
                                      b[row:row + size], shape=sh,
@@ -534,6 +590,18 @@ class _OnnxLoader:
 
         if a.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
             raise ValueError(f"Cast of the data to {onnx.TensorProto.DataType.Name(a.get('to', 0))} is not supported")
+        return self.vals[node.input[0]]
+
+    def op_CastLike(self, node, a):
+        """Cast to the type of the (constant) second input: the value itself when that type is a float."""
+        if node.input[0] not in self.vals:  # a constant cast like a value: a float constant
+            self.consts[node.output[0]] = np.asarray(self.consts[node.input[0]], dtype=np.float32)
+            return None
+        if node.input[1] in self.vals:  # a value of the network: a float tensor
+            return self.vals[node.input[0]]
+        target = np.asarray(self.const(node, 1, "the type template")).dtype
+        if target.kind != "f":
+            raise ValueError(f"CastLike of the data to {target} is not supported")
         return self.vals[node.input[0]]
 
     def op_Dropout(self, node, a):
@@ -600,10 +668,11 @@ class _OnnxLoader:
         return self.crop(y, out, lo, hi, name)  # asymmetric pads (SAME_*, output_shape): crop the full output
 
     def crop(self, x, shape, lo, hi, name):
-        """``x`` of shape ``(C, *spatial)`` (one sample) cut by ``lo``/``hi`` per spatial axis (negative: zeros added)."""
+        """``x`` of shape ``(C, *spatial)`` (one sample) cut by ``lo``/``hi`` per spatial axis (negative: zeros)."""
         c = codes(shape)
         c = np.pad(c, [(0, 0)] + [(max(0, -l), max(0, -h)) for l, h in zip(lo, hi)])
-        c = c[(slice(None),) + tuple(slice(max(0, l), c.shape[i + 1] - max(0, h)) for i, (l, h) in enumerate(zip(lo, hi)))]
+        keep = [slice(max(0, l), c.shape[i + 1] - max(0, h)) for i, (l, h) in enumerate(zip(lo, hi))]
+        c = c[(slice(None), *keep)]
         return self.g.affine([x], gather_matrix(c, prod(shape)), shape=(1,) + c.shape, name=name)
 
     def op_Gemm(self, node, a):
@@ -627,7 +696,7 @@ class _OnnxLoader:
             shape = self.shape(x)
             if W.ndim == 1:
                 M, _, out = linear_affine(W[None, :], None, shape)
-                return self.g.affine([self.vals[x]], M, shape=out[:-1] or (1,), name=name)
+                return self.g.affine([self.vals[x]], M, shape=out[:-1], name=name)
             if W.ndim != 2:  # a batched product: block-diagonal
                 return self.matmul_batched(node, x, W, left=False)
             M, _, out = linear_affine(W.T, None, shape)
@@ -874,6 +943,39 @@ class _OnnxLoader:
                                             mode="linear", coordinate_transformation_mode="asymmetric")
         return self.probe(resize, {}, opset=13)
 
+    def op_ScatterND(self, node, a):
+        reduction = a.get("reduction", "none")
+        if reduction == "none":
+            return self.gather(node, a)
+        if reduction in ("add", "mul") or node.input[0] not in self.vals:
+            return self.probe(node, a)
+        if any(n in self.vals for n in node.input[1:]):
+            raise ValueError(f"{node.op_type} with reduction={reduction!r} of updates that depend on the input is "
+                             "not supported")
+        return self.scatter_extreme(node, reduction)
+
+    op_ScatterElements = op_ScatterND
+
+    def op_Scatter(self, node, a):
+        """Scatter (opsets 9-10) is ScatterElements under its first name."""
+        same = self.onnx.helper.make_node("ScatterElements", list(node.input), list(node.output), name=node.name,
+                                          axis=int(a.get("axis", 0)))
+        return self.gather(same, a, opset=11)
+
+    def scatter_extreme(self, node, reduction):
+        """``y = max(x, c)`` (or min) where updates land, ``x`` elsewhere: ``c + relu(x - c)`` / ``x - relu(x - c)``."""
+        x, shape = self.vals[node.input[0]], self.shape(node.input[0])
+        fill = -np.inf if reduction == "max" else np.inf
+        feeds = {n: _as_data(self.consts[n]) for n in node.input[1:] if n}
+        feeds[node.input[0]] = np.full(shape, fill)
+        c = np.asarray(self.run_reference(node, feeds)[0], dtype=np.float64).reshape(-1)
+        hit = c != fill
+        c = np.where(hit, c, 0.0)
+        if reduction == "max":
+            return piecewise_linear(self.g, x, np.where(hit, 0.0, 1.0), c, c[:, None], hit[:, None] * 1.0,
+                                    name=node.name or node.output[0])
+        return piecewise_linear(self.g, x, 1.0, 0.0, c[:, None], hit[:, None] * -1.0, name=node.name or node.output[0])
+
     def op_GridSample(self, node, a):
         """Affine in the image for a constant grid; the mode names of opset 16 read as opset 20's."""
         mode = {"bilinear": "linear", "bicubic": "cubic"}.get(a.get("mode", "bilinear"), a.get("mode", "bilinear"))
@@ -883,6 +985,21 @@ class _OnnxLoader:
         same = self.onnx.helper.make_node("GridSample", list(node.input), list(node.output), name=node.name,
                                           mode=mode, **attrs)
         return self.probe(same, a, opset=max(self.opset, 20))
+
+    def op_LpPool(self, node, a):
+        """``p = 1``: the window sums of ``|x|`` (an average pool counting the padding, times the window size)."""
+        if int(a.get("p", 2)) != 1:
+            raise ValueError(f"LpPool with p = {a.get('p', 2)} is not piecewise linear, so no ReLU network computes "
+                             "it exactly")
+        name = f"{node.output[0]}__abs"
+        self.vals[name] = self.op_Abs(node, a)
+        avg = self.onnx.helper.make_node("AveragePool", [name], list(node.output), name=node.name)
+        attrs = {**{k: v for k, v in a.items() if k != "p"}, "count_include_pad": 1}
+        pool = lambda n, at: self.pool(n, at, "avg")
+        y = pool(avg, attrs) if self.shape(name)[:1] == (1,) else self.per_sample(avg, attrs, pool)
+        n, k = self.g.nodes[y].size, prod(a["kernel_shape"])
+        return self.g.affine([y], k * sp.identity(n, format="csr"), shape=self.g.nodes[y].shape,
+                             name=node.name or node.output[0])
 
     def op_Softmax(self, node, a):
         raise ValueError(self.refusal(node.op_type))
@@ -899,8 +1016,8 @@ class _OnnxLoader:
 
     # -- pooling ---------------------------------------------------------------------------
     def pool(self, node, a, kind):
-        if len(node.output) > 1 and node.output[1]:
-            raise ValueError("MaxPool with an Indices output is not supported")
+        if len(node.output) > 1 and node.output[1]:  # integer positions: no value of the network
+            self.unavailable[node.output[1]] = "the Indices output of MaxPool (integer positions)"
         shape = self.sample_shape(node.input[0], node.op_type)
         spatial = shape[1:]
         nd = len(spatial)
@@ -925,9 +1042,7 @@ class _OnnxLoader:
         return self.g.affine([self.vals[node.input[0]]], avg_pool_affine(W, div), shape=(1, shape[0], *out),
                              name=name, conv=rec)
 
-    def op_MaxPool(self, node, a):
-        if a.get("storage_order", 0):
-            raise ValueError("MaxPool with storage_order=1 is not supported")
+    def op_MaxPool(self, node, a):  # storage_order only orders the Indices output
         return self.pool(node, a, "max")
 
     def op_AveragePool(self, node, a):
@@ -1044,10 +1159,13 @@ def from_onnx(source, *, batch_axis: bool | None = None, input_shape=None, drop_
     >>> ir.evaluate(np.array([[1., 1.]]))
     array([[4., 6.]])
     """
+    if input_shape is not None and (isinstance(input_shape, (str, bytes)) or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in input_shape)):
+        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}")
     model = read_onnx(source)
     try:
         loader = _OnnxLoader(model, batch_axis=batch_axis, input_shape=input_shape, drop_final=drop_final)
-    except (ValueError, TypeError):
+    except ValueError:
         raise
     except Exception as exc:  # a damaged initializer or type field: one line
         raise ValueError(f"not a readable ONNX model: {type(exc).__name__}: {_first_line(exc)}") from None
