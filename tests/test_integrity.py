@@ -9,8 +9,9 @@ import torch
 import convmatrix
 from convmatrix.cli import main
 from convmatrix.core.geometry import (
-    ConvGeometry, as_index, as_int, as_range, as_shape, as_window, int_tuple, matrix_entries, pattern_bytes,
+    ConvGeometry, as_index, as_int, as_range, as_shape, as_window, int_tuple,
 )
+from convmatrix.core.pattern import matrix_entries, pattern_bytes
 from convmatrix.core.matrix import as_bias, as_weight_array
 from convmatrix.core.pattern import axis_nnz, axis_taps
 

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .geometry import ConvGeometry, as_range, check_memory, format_bytes, parse_bytes
-from .matrix import _ALTERNATIVES, as_weight_array, build_csr, conv_geometry
+from .matrix import BUILD_ALTERNATIVES, as_weight_array, build_csr, conv_geometry
 from .pattern import index_dtype_for, row_counts
 
 __all__ = ["conv_matrix_rows", "conv_matrix_channels", "conv_matrix_blocks"]
@@ -97,7 +97,7 @@ def conv_matrix_rows(weight, input_shape, start: int, stop: int, *, max_bytes: i
     w, geom = _prepare(weight, input_shape, conv_kwargs)
     start, stop = as_range(("start", "stop"), start, stop, geom.matrix_shape[0], "number of rows")
     sizes = _RowBytes(w, geom)
-    check_memory(sizes.block(start, stop), max_bytes, f"rows [{start}, {stop}) of the matrix", _ALTERNATIVES)
+    check_memory(sizes.block(start, stop), max_bytes, f"rows [{start}, {stop}) of the matrix", BUILD_ALTERNATIVES)
     return build_csr(w, geom, start, stop)
 
 

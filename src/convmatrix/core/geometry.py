@@ -33,10 +33,6 @@ __all__ = [
     "as_range",
     "as_window",
     "as_index",
-    "axis_entries",
-    "matrix_entries",
-    "pattern_bytes",
-    "check_pattern_memory",
     "product_bytes",
 ]
 
@@ -554,77 +550,6 @@ class ConvGeometry:
 # ------------------------------------------------------------ size estimates
 # Closed forms from the geometry alone: nothing here allocates more than O(kernel size).
 
-_AXIS_WORK_BYTES = 48  # int64 arrays the 1-D pattern holds per (output position, tap) pair
-_EXACT_TAP_LIMIT = 2**22  # taps enumerated for an exact count of a folding padding
-
-
-def _count_in_range(m: int, s: int, c: np.ndarray, n: int) -> int:
-    """``sum over c`` of the number of ``j in [0, m)`` with ``0 <= j*s + c < n``."""
-    first = np.maximum(0, -(c // s))
-    last = np.minimum(m - 1, (n - 1 - c) // s)
-    return int(np.maximum(0, last - first + 1).sum())
-
-
-def axis_entries(geom: ConvGeometry, axis: int) -> tuple[int, bool]:
-    """Stored entries of the layer's 1-D pattern along ``axis`` and whether the count is exact.
-
-    Zero padding (and transposed layers) never fold taps, so the count is exact:
-    output ``o`` reads tap ``t`` at input ``o*stride + t*dilation - pad_low`` when
-    that lies in ``[0, n)``. Reflect, replicate and circular padding fold taps of
-    border outputs onto one input: each output reads at most ``min(k, n)`` inputs,
-    counted exactly where the taps are few.
-
-    >>> g = ConvGeometry.from_args((1, 1, 3), (1, 5), padding=1)
-    >>> axis_entries(g, 0)     # 5 outputs x 3 taps, less the 2 that fall in the padding
-    (13, True)
-    """
-    n, n_out = geom.input_size[axis], geom.output_size[axis]
-    k, s, d = geom.kernel_size[axis], geom.stride[axis], geom.dilation[axis]
-    lo, hi = geom.padding[axis]
-    upper = n * k if geom.transposed else n_out * min(k, n)
-    if k > _EXACT_TAP_LIMIT or d * (k - 1) + lo >= 2**62:  # beyond int64 arithmetic
-        return upper, False
-    t_off = np.arange(k, dtype=np.int64) * d - lo
-    if geom.transposed:  # input i feeds output i*s + t*d - lo
-        return _count_in_range(n, s, t_off, n_out), True
-    if geom.padding_mode == "zeros" or lo == hi == 0:
-        return _count_in_range(n_out, s, t_off, n), True
-    if n_out * k <= _EXACT_TAP_LIMIT:
-        from .pattern import axis_taps  # the folding rules live there (a small 1-D build)
-
-        o, i, _ = axis_taps(geom, axis)
-        return int(np.count_nonzero(np.diff(o, prepend=-1) | np.diff(i, prepend=-1))), True
-    return upper, False
-
-
-def matrix_entries(geom: ConvGeometry) -> tuple[int, bool]:
-    """Stored entries of the whole matrix (exact, or an upper bound) without building it.
-
-    >>> matrix_entries(ConvGeometry.from_args((2, 1, 2, 2), (1, 3, 3)))
-    (32, True)
-    """
-    total, exact = geom.out_channels * geom.in_per_group, True
-    for ax in range(geom.ndim):
-        count, ok = axis_entries(geom, ax)
-        total, exact = total * count, exact and ok
-    return total, exact
-
-
-def pattern_bytes(geom: ConvGeometry) -> int:
-    """An upper estimate of the memory the cached tap pattern of ``geom`` holds while it is built.
-
-    Row pointers and counts of one output channel, the 1-D patterns, and for
-    padding that folds taps the per-channel template of entries and taps.
-    """
-    positions = prod(geom.output_size)
-    work = sum(o * k for o, k in zip(geom.output_size, geom.kernel_size)) * _AXIS_WORK_BYTES
-    total = 16 * (positions + 1) + work
-    folds = not geom.transposed and geom.padding_mode != "zeros" and any(lo or hi for lo, hi in geom.padding)
-    if folds:
-        per_channel = matrix_entries(geom)[0] // geom.out_channels
-        total += 64 * per_channel
-    return total
-
 
 def product_bytes(geom: ConvGeometry, itemsize: int) -> int:
     """An upper estimate of the memory one matrix-free product ``A @ x`` of the layer works in:
@@ -634,11 +559,3 @@ def product_bytes(geom: ConvGeometry, itemsize: int) -> int:
     return 4 * (padded + sum(geom.matrix_shape)) * itemsize
 
 
-def check_pattern_memory(geom: ConvGeometry, what: str = "the tap pattern", alternatives: str = "") -> None:
-    """ValueError with the estimate when the tap pattern of ``geom`` would not fit in memory."""
-    check_memory(
-        pattern_bytes(geom), None,
-        f"{what} of the layer {geom.input_shape} -> {geom.output_shape} (one output channel's "
-        f"{prod(geom.output_size):,} rows)",
-        alternatives or "use a smaller input, or a larger stride",
-    )

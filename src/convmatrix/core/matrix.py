@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .geometry import ConvGeometry, check_memory, format_bytes, matrix_entries
-from .pattern import axis_nnz, index_dtype_for, tap_pattern
+from .geometry import ConvGeometry, check_memory, format_bytes
+from .pattern import axis_nnz, index_dtype_for, tap_pattern, matrix_entries
 
 __all__ = ["conv_matrix", "conv_geometry", "as_weight_array", "as_bias", "weight_slabs", "FORMATS"]
 
 FORMATS = ("csr", "csc", "coo", "dense", "torch")
 
-_ALTERNATIVES = (
+BUILD_ALTERNATIVES = (
     "build it in row blocks (convmatrix.conv_matrix_blocks), use the matrix-free "
     "convmatrix.operator(...), or a chunked convmatrix.dask_matrix(...); pass max_bytes= to raise the limit"
 )
@@ -232,7 +232,7 @@ def check_matrix_memory(geom: ConvGeometry, itemsize: int, format: str, max_byte
     check_memory(
         needed, max_bytes,
         f"the {format} matrix of shape {geom.matrix_shape} ({'' if exact else 'up to '}{nnz:,} stored entries)",
-        _ALTERNATIVES,
+        BUILD_ALTERNATIVES,
     )
 
 

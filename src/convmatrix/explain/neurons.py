@@ -33,38 +33,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.geometry import ConvGeometry, as_index
+from .receptive import layer_field, pull_back
 from .symbolic import entry_weights, kernel_names
 
-__all__ = ["neuron", "feeds", "Neuron", "Fanout", "NetworkNeuron", "parse_index", "layer_field", "compose_field"]
+__all__ = ["neuron", "feeds", "Neuron", "Fanout", "NetworkNeuron", "parse_index"]
 
 
 parse_index = as_index  # a flat index or (channel, *position), checked against a shape
-
-
-def layer_field(kernel: int, stride: int, dilation: int, pad_lo: int) -> tuple[int, int, int]:
-    """Receptive field of one forward layer along one axis: ``(size, jump, padding)``.
-
-    Output position ``o`` reads the padded-input span
-    ``[o*jump - padding, o*jump - padding + size)`` with
-    ``size = dilation*(kernel-1) + 1``, ``jump = stride``, ``padding = pad_lo``.
-
-    >>> layer_field(3, 2, 2, 1)
-    (5, 2, 1)
-    """
-    return dilation * (kernel - 1) + 1, stride, pad_lo
-
-
-def compose_field(inner: tuple[int, int, int], outer: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The field of ``outer`` (a layer on top of ``inner``'s output) in ``inner``'s input.
-
-    ``size = s0 + (s1 - 1)*j0``, ``jump = j0*j1``, ``padding = p0 + p1*j0``.
-
-    >>> compose_field((3, 1, 1), (2, 2, 0))   # 3x3 pad-1 conv, then a 2x2 pool
-    (4, 2, 1)
-    """
-    s0, j0, p0 = inner
-    s1, j1, p1 = outer
-    return s0 + (s1 - 1) * j0, j0 * j1, p0 + p1 * j0
 
 
 def _as_layer(weight, input_shape, conv_kwargs):
@@ -436,7 +411,6 @@ def network_neuron(model, input_shape, index_or_coords, *, layer) -> NetworkNeur
     ('ReLU', [0, 1, 2], [0, 1, 2])
     """
     from ..network import load
-    from .receptive import pull_back
 
     graph = load(model, input_shape, eval_mode=True)
     j = _resolve_layer(graph, layer)

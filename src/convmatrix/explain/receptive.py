@@ -32,10 +32,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .neurons import compose_field, layer_field, parse_index
+from ..core.geometry import as_index
 
 __all__ = ["receptive_field", "receptive_set", "ReceptiveField", "ReceptiveSet", "FieldRow", "read_model",
-           "pull_back"]
+           "pull_back", "layer_field", "compose_field"]
 
 
 class FieldRow(NamedTuple):
@@ -121,6 +121,32 @@ def read_model(model, input_shape):
 
     graph = load(model, input_shape, eval_mode=True)
     return graph, graph.sample_shapes
+
+
+def layer_field(kernel: int, stride: int, dilation: int, pad_lo: int) -> tuple[int, int, int]:
+    """Receptive field of one forward layer along one axis: ``(size, jump, padding)``.
+
+    Output position ``o`` reads the padded-input span
+    ``[o*jump - padding, o*jump - padding + size)`` with
+    ``size = dilation*(kernel-1) + 1``, ``jump = stride``, ``padding = pad_lo``.
+
+    >>> layer_field(3, 2, 2, 1)
+    (5, 2, 1)
+    """
+    return dilation * (kernel - 1) + 1, stride, pad_lo
+
+
+def compose_field(inner: tuple[int, int, int], outer: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The field of ``outer`` (a layer on top of ``inner``'s output) in ``inner``'s input.
+
+    ``size = s0 + (s1 - 1)*j0``, ``jump = j0*j1``, ``padding = p0 + p1*j0``.
+
+    >>> compose_field((3, 1, 1), (2, 2, 0))   # 3x3 pad-1 conv, then a 2x2 pool
+    (4, 2, 1)
+    """
+    s0, j0, p0 = inner
+    s1, j1, p1 = outer
+    return s0 + (s1 - 1) * j0, j0 * j1, p0 + p1 * j0
 
 
 def _layer_fields(geom) -> tuple:
@@ -315,7 +341,7 @@ def receptive_set(model, input_shape, index_or_coords) -> ReceptiveSet:
     """
     graph, shapes = read_model(model, input_shape)
     out_shape = shapes[graph.output]
-    flat, coords = parse_index("index_or_coords", index_or_coords, out_shape)
+    flat, coords = as_index("index_or_coords", index_or_coords, out_shape)
     v = np.zeros(prod(out_shape), dtype=bool)
     v[flat] = True
     masks = pull_back(graph, shapes, graph.output, v)

@@ -26,8 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.geometry import ConvGeometry, as_int, as_window, check_pattern_memory
-from ..core.pattern import slab_permutation, tap_pattern
+from ..core.geometry import ConvGeometry, as_int, as_window
+from ..core.pattern import check_pattern_memory, slab_permutation, tap_pattern
 
 __all__ = ["kernel_names", "symbolic", "SymbolicMatrix", "entry_weights", "format_number"]
 
