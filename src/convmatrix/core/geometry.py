@@ -344,23 +344,8 @@ class ConvGeometry:
         >>> g.output_shape, g.matrix_shape
         ((2, 2, 2), (8, 9))
         """
-        weight_shape = as_shape("weight.shape", weight_shape)
-        if len(weight_shape) not in (3, 4, 5):
-            raise ValueError(
-                "weight must have 3, 4 or 5 dimensions (out_channels, in_channels/groups, *kernel) "
-                f"for a 1-D, 2-D or 3-D convolution, got shape {weight_shape}"
-            )
-        if min(weight_shape) < 1:
-            raise ValueError(f"weight must have no empty dimension, got shape {weight_shape}")
+        weight_shape, input_shape = _check_shapes(weight_shape, input_shape)
         nd = len(weight_shape) - 2
-        input_shape = as_shape("input_shape", input_shape)
-        if len(input_shape) != nd + 1:
-            raise ValueError(
-                f"input_shape must be (channels, *spatial) with {nd} spatial dimension(s) to match "
-                f"the {nd}-D weight of shape {weight_shape}, got {input_shape}"
-            )
-        if min(input_shape) < 1:
-            raise ValueError(f"input_shape must have positive sizes, got {input_shape}")
         groups = as_int("groups", groups, minimum=1)
         transposed = as_bool("transposed", transposed)
         if not isinstance(padding_mode, str):
@@ -370,49 +355,15 @@ class ConvGeometry:
         stride = int_tuple("stride", stride, nd, 1)
         dilation = int_tuple("dilation", dilation, nd, 1)
         output_padding = int_tuple("output_padding", output_padding, nd, 0)
-        kernel = weight_shape[2:]
-        n_in, spatial = input_shape[0], input_shape[1:]
-
-        if transposed:
-            in_ch, out_ch = weight_shape[0], weight_shape[1] * groups
-            if weight_shape[0] % groups:
-                raise ValueError(
-                    f"groups={groups} must divide the weight's first dimension (in_channels of a "
-                    f"transposed convolution), got weight shape {weight_shape}"
-                )
-        else:
-            in_ch, out_ch = weight_shape[1] * groups, weight_shape[0]
-            if weight_shape[0] % groups:
-                raise ValueError(
-                    f"groups={groups} must divide out_channels (the weight's first dimension), "
-                    f"got weight shape {weight_shape}"
-                )
-        if n_in != in_ch:
-            rule = (
-                "weight.shape[0]" if transposed else f"weight.shape[1]*groups = {weight_shape[1]}*{groups}"
-            )
-            raise ValueError(
-                f"input_shape has {n_in} channel(s) but the weight {weight_shape} with groups={groups} "
-                f"expects {in_ch} ({rule})"
-            )
-        pads = cls._resolve_padding(padding, nd, kernel, stride, dilation, transposed, padding_mode)
-        if not transposed and any(output_padding):
-            raise ValueError(
-                f"output_padding is only for transposed convolutions, got {output_padding} with transposed=False"
-            )
-        if transposed:
-            for op, s, d in zip(output_padding, stride, dilation):
-                if not (op < s or op < d):
-                    raise ValueError(
-                        f"output_padding must be smaller than either stride or dilation, got "
-                        f"output_padding={output_padding}, stride={stride}, dilation={dilation}"
-                    )
+        in_ch, out_ch = _check_channels(weight_shape, input_shape[0], groups, transposed)
+        pads = cls._resolve_padding(padding, nd, weight_shape[2:], stride, dilation, transposed, padding_mode)
+        _check_output_padding(output_padding, stride, dilation, transposed)
         geom = cls(
             in_channels=in_ch,
             out_channels=out_ch,
             groups=groups,
-            kernel_size=kernel,
-            input_size=spatial,
+            kernel_size=weight_shape[2:],
+            input_size=input_shape[1:],
             stride=stride,
             dilation=dilation,
             padding=pads,
@@ -545,6 +496,68 @@ class ConvGeometry:
         if self.transposed:
             kw.update(transposed=True, output_padding=self.output_padding)
         return kw
+
+
+def _check_shapes(weight_shape, input_shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The weight's and the input's shapes as int tuples of matching dimensions, no size empty."""
+    weight_shape = as_shape("weight.shape", weight_shape)
+    if len(weight_shape) not in (3, 4, 5):
+        raise ValueError(
+            "weight must have 3, 4 or 5 dimensions (out_channels, in_channels/groups, *kernel) "
+            f"for a 1-D, 2-D or 3-D convolution, got shape {weight_shape}"
+        )
+    if min(weight_shape) < 1:
+        raise ValueError(f"weight must have no empty dimension, got shape {weight_shape}")
+    nd = len(weight_shape) - 2
+    input_shape = as_shape("input_shape", input_shape)
+    if len(input_shape) != nd + 1:
+        raise ValueError(
+            f"input_shape must be (channels, *spatial) with {nd} spatial dimension(s) to match "
+            f"the {nd}-D weight of shape {weight_shape}, got {input_shape}"
+        )
+    if min(input_shape) < 1:
+        raise ValueError(f"input_shape must have positive sizes, got {input_shape}")
+    return weight_shape, input_shape
+
+
+def _check_channels(weight_shape, n_in: int, groups: int, transposed: bool) -> tuple[int, int]:
+    """``(in_channels, out_channels)`` of the weight with ``groups``, checked against the input's channels."""
+    if transposed:
+        in_ch, out_ch = weight_shape[0], weight_shape[1] * groups
+        if weight_shape[0] % groups:
+            raise ValueError(
+                f"groups={groups} must divide the weight's first dimension (in_channels of a "
+                f"transposed convolution), got weight shape {weight_shape}"
+            )
+    else:
+        in_ch, out_ch = weight_shape[1] * groups, weight_shape[0]
+        if weight_shape[0] % groups:
+            raise ValueError(
+                f"groups={groups} must divide out_channels (the weight's first dimension), "
+                f"got weight shape {weight_shape}"
+            )
+    if n_in != in_ch:
+        rule = "weight.shape[0]" if transposed else f"weight.shape[1]*groups = {weight_shape[1]}*{groups}"
+        raise ValueError(
+            f"input_shape has {n_in} channel(s) but the weight {weight_shape} with groups={groups} "
+            f"expects {in_ch} ({rule})"
+        )
+    return in_ch, out_ch
+
+
+def _check_output_padding(output_padding, stride, dilation, transposed: bool) -> None:
+    """torch's rules: only transposed layers, each smaller than its stride or its dilation."""
+    if not transposed and any(output_padding):
+        raise ValueError(
+            f"output_padding is only for transposed convolutions, got {output_padding} with transposed=False"
+        )
+    if transposed:
+        for op, s, d in zip(output_padding, stride, dilation):
+            if not (op < s or op < d):
+                raise ValueError(
+                    f"output_padding must be smaller than either stride or dilation, got "
+                    f"output_padding={output_padding}, stride={stride}, dilation={dilation}"
+                )
 
 
 # ------------------------------------------------------------ size estimates
