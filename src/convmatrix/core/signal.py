@@ -73,6 +73,16 @@ def _toeplitz_taps(m: int, n: int, mode: str):
     return rows, cols, k[rows, cols], len(keep)
 
 
+def _check_kernel_mode_format(a: np.ndarray, mode, format) -> None:
+    """The checks both convolution matrices share: a non-empty kernel, SciPy's modes, our formats."""
+    if a.size == 0:
+        raise ValueError(f"len(a) must be at least 1 (a must not be empty), got shape {a.shape}")
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"'mode' argument must be one of {MODES}, got {mode!r}")
+    if format not in ("csr", "dense"):
+        raise ValueError(f"format must be 'csr' or 'dense', got {format!r}")
+
+
 def convolution_matrix(a, n, mode: str = "full", *, format: str = "csr"):
     """Matrix of 1-D true convolution with ``a``: ``A @ x == numpy.convolve(a, x, mode)``.
 
@@ -111,12 +121,7 @@ def convolution_matrix(a, n, mode: str = "full", *, format: str = "csr"):
     """
     n = _positive_ints("n", n, 1)[0]
     a = _scipy_array(a)
-    if a.size == 0:
-        raise ValueError(f"len(a) must be at least 1 (a must not be empty), got shape {a.shape}")
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"'mode' argument must be one of {MODES}, got {mode!r}")
-    if format not in ("csr", "dense"):
-        raise ValueError(f"format must be 'csr' or 'dense', got {format!r}")
+    _check_kernel_mode_format(a, mode, format)
     if a.ndim == 0:
         raise ValueError("a must be a 1-D array (or a batch of them), got a scalar")
     if a.ndim > 1 and format != "dense":
@@ -151,12 +156,7 @@ def convolution_matrix_nd(a, n, mode: str = "full", *, format: str = "csr"):
     a = as_weight_array(a, "a")
     if a.ndim not in (1, 2, 3):
         raise ValueError(f"a must have 1, 2 or 3 dimensions, got shape {a.shape}")
-    if a.size == 0:
-        raise ValueError(f"len(a) must be at least 1 (a must not be empty), got shape {a.shape}")
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"'mode' argument must be one of {MODES}, got {mode!r}")
-    if format not in ("csr", "dense"):
-        raise ValueError(f"format must be 'csr' or 'dense', got {format!r}")
+    _check_kernel_mode_format(a, mode, format)
     sizes = _positive_ints("n", n, a.ndim)
     kernel = np.flip(a).reshape(1, 1, *a.shape)
     full = conv_matrix(kernel, (1, *sizes), padding=tuple(k - 1 for k in a.shape))
