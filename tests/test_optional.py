@@ -81,6 +81,8 @@ def test_a_command_without_its_extra_says_how_to_get_it(tmp_path, argv, extra):
     ("convmatrix.from_module(None, (1, 3, 3))", "torch"),
     ("convmatrix.dask_matrix(np.ones((1, 1, 2, 2)), (1, 3, 3))", "dask"),
     ("convmatrix.lipschitz('model.onnx', (1, 3, 3))", "onnx"),
+    ("convmatrix.explore((2, 1, 2, 2), (1, 3, 3)).serve(open_browser=False, block=False)", "web"),
+    ("convmatrix.symbolic((2, 1, 2, 2), (1, 3, 3)).to_sympy()", "sympy"),
 ])
 def test_a_function_without_its_extra_raises_importerror_with_the_hint(tmp_path, call, extra):
     code = textwrap.dedent(f"""

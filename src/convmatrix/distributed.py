@@ -58,10 +58,10 @@ from .core.matrix import as_weight_array, build_csr, conv_geometry
 from .core.operator import ConvOperator
 from .core.threads import single_threaded
 
-dask = require("dask", extra="dask", feature="Dask and Zarr")
-da = require("dask.array", extra="dask", feature="Dask and Zarr")
-sparse = require("sparse", extra="dask", feature="Dask and Zarr")
-zarr = require("zarr", extra="dask", feature="Dask and Zarr")
+dask = require("dask", extra="dask", feature="Dask and Zarr support")
+da = require("dask.array", extra="dask", feature="Dask and Zarr support")
+sparse = require("sparse", extra="dask", feature="Dask and Zarr support")
+zarr = require("zarr", extra="dask", feature="Dask and Zarr support")
 
 __all__ = [
     "dask_matrix",

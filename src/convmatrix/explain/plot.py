@@ -32,7 +32,7 @@ from .._optional import require
 from .neurons import neuron
 from .symbolic import entry_weights, kernel_names
 
-require("matplotlib", extra="plot", feature="plot_matrix, plot_neuron and plot_receptive_field")
+require("matplotlib", extra="plot", feature="plotting")
 
 __all__ = ["plot_matrix", "plot_neuron", "plot_receptive_field", "OKABE_ITO"]
 

@@ -15,6 +15,7 @@ import socket
 import threading
 from collections import OrderedDict
 
+from .._optional import require
 from .data import DEFAULT_BUDGET, QueryError, SpecError, Stack, build_stack
 from .page import render_page
 
@@ -49,6 +50,7 @@ class _Stacks:
 def create_app(spec: dict, weights=None, biases=None, *, budget: int = DEFAULT_BUDGET, x=None):
     """The Starlette app serving the explorer of ``spec`` (weights/biases: the given layers' values;
     ``x``: the input's numbers)."""
+    require("starlette", extra="web", feature="serving the explorer")
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route

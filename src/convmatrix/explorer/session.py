@@ -9,6 +9,7 @@ from math import prod
 
 import numpy as np
 
+from .._optional import require
 from .data import DEFAULT_BUDGET, build_stack, default_spec, layer_spec
 from .page import MAX_PAGE_BYTES, render_page, static_answers
 
@@ -70,7 +71,7 @@ class Explorer:
 
     def serve(self, port: int = 0, *, open_browser: bool = True, block: bool = True):
         """Serve on 127.0.0.1:``port`` (0: a free one). Blocking, or in a thread (returns :class:`Running`)."""
-        import uvicorn
+        uvicorn = require("uvicorn", extra="web", feature="serving the explorer")
 
         from .server import bind
 

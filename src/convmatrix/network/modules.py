@@ -13,7 +13,7 @@ import numpy as np
 
 from .._optional import require
 
-torch = require("torch", extra="torch", feature="from_module and to_linear")
+torch = require("torch", extra="torch", feature="converting torch layers (from_module, to_linear)")
 nn = torch.nn
 
 from ..core.geometry import ConvGeometry
