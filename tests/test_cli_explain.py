@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -159,11 +160,12 @@ def test_neuron_prints_the_numbers_of_its_formula(capsys):
     rc, out, err = main(capsys, "neuron", "3x1x3x3", "1x5x5", "1,1,2", "--kernel", "sharpen", "--bias", "0,0.5,0")
     assert rc == 0, err
     line = next(s.strip() for s in out.splitlines() if s.strip().startswith("y[1,1,2] =") and "K[" not in s)
-    terms, bias = line.split(" = ", 1)[1].rsplit(" + ", 1)
+    rhs = line.split(" = ", 1)[1]
     row = np.zeros(25)
-    for term in terms.split(" + "):
-        value, x = term.split("*x")
-        row[np.ravel_multi_index(tuple(int(v) for v in x.strip("[]").split(",")), (1, 5, 5))] = float(value)
+    for sign, value, x in re.findall(r"(^|[+-]) ?([0-9.e]+)\*x\[([0-9,]+)\]", rhs):
+        row[np.ravel_multi_index(tuple(int(v) for v in x.split(",")), (1, 5, 5))] = float(sign + value)
+    bias = re.fullmatch(r".*([+-]) ([0-9.e]+)", rhs).group(1, 2)
+    bias = float("".join(bias))
     K = np.broadcast_to(SHARPEN, (3, 1, 3, 3))
     np.testing.assert_array_equal(row, convmatrix.conv_matrix(K, (1, 5, 5))[[1 * 9 + 1 * 3 + 2]].toarray()[0])
     assert float(bias) == 0.5

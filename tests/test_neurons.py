@@ -96,7 +96,7 @@ def test_sharpen_rows_0_1_9():
         np.testing.assert_array_equal(n.row, M[r].numpy())
         assert n.bias == [1.0, 2.0, 3.0][r // 9]
     assert neuron(w, (1, 5, 5), 9, bias=np.array([1.0, 2.0, 3.0])).values.endswith(
-        "-1*x[0,1,2] + 0*x[0,2,0] + -1*x[0,2,1] + 0*x[0,2,2] + 2")
+        "- 1*x[0,1,2] + 0*x[0,2,0] - 1*x[0,2,1] + 0*x[0,2,2] + 2")
     assert neuron(w, (1, 5, 5), 9).coords == (1, 0, 0)
     assert neuron(w, (1, 5, 5), 1).inputs.tolist() == [1, 2, 3, 6, 7, 8, 11, 12, 13]
 

@@ -61,6 +61,20 @@ def _term(weight_name: str, x: str) -> str:
     return f"{name}*{x}"
 
 
+def _signed_sum(terms) -> str:
+    """``[(2, "*x"), (-1, "*y"), (0.5, "")]`` -> ``"2*x - 1*y + 0.5"``: numbers with their signs.
+
+    >>> _signed_sum([(2.0, "*x[0]"), (-1.0, "*x[1]"), (0.5, "")])
+    '2*x[0] - 1*x[1] + 0.5'
+    """
+    out = ""
+    for k, (w, rest) in enumerate(terms):
+        sign = "-" if w < 0 else "+"
+        text = f"{abs(w):.6g}{rest}"
+        out += (f"-{text}" if sign == "-" else text) if k == 0 else f" {sign} {text}"
+    return out or "0"
+
+
 def _coord_str(prefix: str, coords: tuple[int, ...]) -> str:
     return f"{prefix}[" + ",".join(map(str, coords)) + "]"
 
@@ -228,8 +242,10 @@ def _layer_neuron(weight, input_shape, index_or_coords, bias, conv_kwargs) -> Ne
     formula = f"{y} = " + (" + ".join(terms) if terms else "0") + (f" + bias[{coords[0]}]" if bias is not None else "")
     values_formula = None
     if weights is not None:
-        terms = [f"{w:.6g}*{_coord_str('x', c)}" for w, c in zip(weights, in_coords)]
-        values_formula = f"{y} = " + (" + ".join(terms) if terms else "0") + (f" + {b:.6g}" if bias is not None else "")
+        values = [(float(w), f"*{_coord_str('x', c)}") for w, c in zip(weights, in_coords)]
+        if bias is not None:
+            values.append((float(b), ""))
+        values_formula = f"{y} = {_signed_sum(values)}"
     words = (
         f"Output neuron {flat} (row {flat} of M) is channel {coords[0]} at position {coords[1:]} of the "
         f"{geom.output_shape} output. It reads {len(cols)} of the {geom.matrix_shape[1]} input neurons "
