@@ -381,8 +381,11 @@ def layer_table(graph) -> list[str]:
 def _resolve_layer(graph, layer) -> int:
     """The node id of ``layer`` (a name or a number of the layer table); a one-line error otherwise."""
     n = len(graph.nodes)
+    given = layer
     if isinstance(layer, numbers.Integral) and not isinstance(layer, bool) and 1 <= int(layer) < n:
         return int(layer)
+    if isinstance(layer, numbers.Integral) and not isinstance(layer, bool):
+        layer = str(int(layer))  # not a number of the table (they start at 1): maybe a name, as "0" of a Sequential
     if isinstance(layer, str):
         named = [j for j in range(1, n) if graph.nodes[j].name == layer]
         if named:
@@ -391,7 +394,7 @@ def _resolve_layer(graph, layer) -> int:
             return int(layer)
     table = layer_table(graph)
     shown = table if len(table) <= 24 else table[:16] + [f"... ({len(table) - 20} more)"] + table[-4:]
-    raise ValueError(f"layer {layer!r} is not a layer of the model; valid layers (number 'name' (op) shape): "
+    raise ValueError(f"layer {given!r} is not a layer of the model; valid layers (number 'name' (op) shape): "
                      + "; ".join(shown))
 
 
