@@ -759,11 +759,14 @@ class _OnnxLoader:
             return self.g.affine([x], eye, c, shape=out, name=name)
         if op == "Sub":
             return self.g.affine([x], eye if k == 0 else -eye, -c if k == 0 else c, shape=out, name=name)
-        if op == "Mul":
-            return self.g.affine([x], sp.diags_array(c, format="csr"), shape=out, name=name)
-        if k != 0:
+        if op == "Div" and k != 0:
             raise ValueError("division by a value that depends on the input is not affine")
-        return self.g.affine([x], sp.diags_array(1.0 / c, format="csr"), shape=out, name=name)
+        with np.errstate(divide="ignore"):
+            scale = c if op == "Mul" else 1.0 / c
+        if not np.isfinite(scale).all():
+            raise ValueError(f"{op} by a constant holding {'0' if op == 'Div' else 'inf or nan'}: "
+                             "x * inf is not an affine function of x (0 * inf is nan)")
+        return self.g.affine([x], sp.diags_array(scale, format="csr"), shape=out, name=name)
 
     def op_Add(self, node, a):
         return self.arith(node, "Add")
