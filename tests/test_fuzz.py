@@ -380,3 +380,34 @@ def test_random_specs_never_answer_500(client, spec, query, extra):
 def test_nested_or_huge_spec_texts_answer_400(client, spec_text):
     r = client.get("/api/summary", params={"spec": spec_text})
     assert r.status_code == 400 and r.json()["error"]
+
+
+# ------------------------------------------------------------ convert: outputs without a batch axis, odd constants
+@pytest.mark.parametrize("node, in_dims, out_dims", [
+    (dict(op_type="ReduceSum", keepdims=0), [1, 4], []),  # a scalar from a batch-of-one input
+    (dict(op_type="Transpose", perm=[1, 0]), [1, 3], [3, 1]),  # the batch axis moved back
+])
+def test_convert_checks_outputs_without_a_batch_axis(node, in_dims, out_dims, tmp_path, capsys):
+    from onnx import helper, save
+    from onnx_cases import model, ort_run
+
+    op = node.pop("op_type")
+    save(model([helper.make_node(op, ["x"], ["y"], **node)], in_dims, out_dims), tmp_path / "m.onnx")
+    assert main(["convert", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--quiet"]) == 0, \
+        capsys.readouterr().err
+    x = np.random.default_rng(0).standard_normal(in_dims).astype(np.float32)
+    want, got = ort_run(str(tmp_path / "m.onnx"), x), ort_run(str(tmp_path / "o.onnx"), x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("op, c", [("Div", [2.0, 0.0, -4.0]), ("Mul", [1.0, np.inf, 2.0])])
+def test_convert_refuses_a_non_finite_scale_in_one_line(op, c, tmp_path, capsys):
+    from onnx import helper, save
+    from onnx_cases import model
+
+    m = model([helper.make_node(op, ["x", "c"], ["y"])], [1, 3], [1, 3], {"c": np.array(c, np.float32)})
+    save(m, tmp_path / "m.onnx")
+    assert main(["convert", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and op in err and "Warning" not in err, err

@@ -292,7 +292,9 @@ def check_written(source, fmt: str, path, meta: dict, n: int, seed: int) -> tupl
     from .onnx_frontend import without_dropped
 
     xs = random_inputs(meta, n, seed)
-    batched = meta["batched"]
+    # A batch runs through both at once only where the output keeps the batch axis in front
+    # (not a scalar, not after a Flatten or Transpose that moved it): else one sample at a time.
+    batched = meta["batched"] and meta.get("output_batched", True)
     ref = run_onnx(without_dropped(source, meta), xs, meta["input_name"], batched)
     got = evaluate_written(fmt, path, [np.concatenate(xs)] if fmt == "onnx" and batched else xs,
                            meta["input_name"], batched)
