@@ -411,3 +411,14 @@ def test_convert_refuses_a_non_finite_scale_in_one_line(op, c, tmp_path, capsys)
     assert main(["convert", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and op in err and "Warning" not in err, err
+
+
+def test_spectrum_refuses_billions_of_tiny_fourier_blocks_by_time(capsys):
+    """A 1x1 kernel on a 10^10-pixel image: ten billion 1x1 SVDs cost their call overhead, not 10 flops."""
+    assert main(["spectrum", "1x1x1x1", "1x99999x99999"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--max-minutes" in err and "FFT" in err, err
+    from convmatrix.analysis.spectral import cost_estimate
+
+    est = cost_estimate(np.ones((8, 8, 3, 3)), (8, 16, 16), padding=1, padding_mode="circular")
+    assert est.route == "FFT" and 0 < est.seconds < 1

@@ -74,8 +74,8 @@ def _check_time(est, k: int, args) -> None:
     raise CLIError(
         f"the exact top {k} singular value{'s' if k > 1 else ''} of this layer need{'' if k > 1 else 's'} "
         f"{est}, more than --max-minutes {args.max_minutes:g}. Pass --max-minutes "
-        f"{math.ceil(2 * est.seconds / 60)} to wait for it (progress is shown on a terminal), or --bracket-only for the certified bracket "
-        f"({BRACKET_STEPS} products, about {bracket_s:.0f} s)")
+        f"{math.ceil(2 * est.seconds / 60)} to wait for it (progress is shown on a terminal), or --bracket-only for the certified bracket"
+        + (f" ({BRACKET_STEPS} products, about {bracket_s:.0f} s)" if est.route == "Lanczos" else ""))
 
 
 def run(args) -> int:
