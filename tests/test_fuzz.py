@@ -422,3 +422,10 @@ def test_spectrum_refuses_billions_of_tiny_fourier_blocks_by_time(capsys):
 
     est = cost_estimate(np.ones((8, 8, 3, 3)), (8, 16, 16), padding=1, padding_mode="circular")
     assert est.route == "FFT" and 0 < est.seconds < 1
+
+
+@pytest.mark.parametrize("call", [convmatrix.receptive_field, lambda m, s: convmatrix.neuron(m, s, 0, layer=1)])
+def test_torch_models_refuse_a_huge_input_shape_by_its_size(call):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
+    with pytest.raises(ValueError, match=r"input_shape=\(1, 1000000000, 1000000000\).*more than"):
+        call(model, (1, 10**9, 10**9))
