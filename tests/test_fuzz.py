@@ -429,3 +429,47 @@ def test_torch_models_refuse_a_huge_input_shape_by_its_size(call):
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
     with pytest.raises(ValueError, match=r"input_shape=\(1, 1000000000, 1000000000\).*more than"):
         call(model, (1, 10**9, 10**9))
+
+
+def _convert_one_line(m, tmp_path, capsys, *options):
+    from onnx import save
+
+    save(m, tmp_path / "m.onnx")
+    rc = main(["convert", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--quiet", *options])
+    err = capsys.readouterr().err
+    assert err.count("\n") == (rc != 0) and "Warning" not in err, err
+    return rc, err
+
+
+def test_convert_a_batch_of_scalars(tmp_path, capsys):
+    from onnx import helper
+    from onnx_cases import model, ort_run
+
+    rc, _ = _convert_one_line(model([helper.make_node("Relu", ["x"], ["y"])], ["N"], ["N"]), tmp_path, capsys)
+    x = np.array([-1.5, 0.0, 2.0], np.float32)
+    assert rc == 0 and ort_run(str(tmp_path / "o.onnx"), x).tolist() == [0.0, 0.0, 2.0]
+
+
+def test_convert_says_when_onnxruntime_cannot_run_the_original(tmp_path, capsys):
+    """Expand to [2, 3] runs for a batch of one but not of ten: a refusal, not an internal error."""
+    from onnx import helper
+    from onnx_cases import model
+
+    m = model([helper.make_node("Expand", ["x", "s"], ["y"])], ["N", 3], [2, 3], {"s": np.array([2, 3])})
+    rc, err = _convert_one_line(m, tmp_path, capsys)
+    assert rc == 2 and "onnxruntime cannot run" in err
+
+
+@pytest.mark.parametrize("op, inputs", [("MatMul", ["x", "c"]), ("Add", ["x", "c"]), ("BatchNormalization",
+                                                                                        ["x", "c", "b", "b", "c"])])
+def test_convert_refuses_non_finite_weights_by_name(op, inputs, tmp_path, capsys):
+    from onnx import helper
+    from onnx_cases import model
+
+    c = np.array([1.0, np.nan, 2.0], np.float32)
+    consts = {"c": c.reshape(3, 1) if op == "MatMul" else c, "b": np.ones(3, np.float32)}
+    dims = [1, 3] if op != "BatchNormalization" else [1, 3, 2]
+    out = [1, 1] if op == "MatMul" else dims
+    m = model([helper.make_node(op, inputs, ["y"])], dims, out, consts)
+    rc, err = _convert_one_line(m, tmp_path, capsys)
+    assert rc == 2 and "'c' holds inf or NaN" in err
