@@ -451,11 +451,11 @@ def test_convert_a_batch_of_scalars(tmp_path, capsys):
 
 
 def test_convert_says_when_onnxruntime_cannot_run_the_original(tmp_path, capsys):
-    """Expand to [2, 3] runs for a batch of one but not of ten: a refusal, not an internal error."""
+    """x [N] + c [3] runs for a batch of one but not of ten: a refusal, not an internal error."""
     from onnx import helper
     from onnx_cases import model
 
-    m = model([helper.make_node("Expand", ["x", "s"], ["y"])], ["N", 3], [2, 3], {"s": np.array([2, 3])})
+    m = model([helper.make_node("Sum", ["c", "x"], ["y"])], ["N"], [3], {"c": np.ones(3, np.float32)})
     rc, err = _convert_one_line(m, tmp_path, capsys)
     assert rc == 2 and "onnxruntime cannot run" in err
 
@@ -473,3 +473,14 @@ def test_convert_refuses_non_finite_weights_by_name(op, inputs, tmp_path, capsys
     m = model([helper.make_node(op, inputs, ["y"])], dims, out, consts)
     rc, err = _convert_one_line(m, tmp_path, capsys)
     assert rc == 2 and "'c' holds inf or NaN" in err
+
+
+@pytest.mark.parametrize("op, const", [("Tile", [2, 2]), ("Expand", [2, 3])])
+def test_convert_refuses_ops_that_repeat_a_dynamic_batch(op, const, tmp_path, capsys):
+    """Tile or Expand along axis 0 of a batch [N, 3] mixes samples: refused, never converted per sample."""
+    from onnx import helper
+    from onnx_cases import model
+
+    m = model([helper.make_node(op, ["x", "s"], ["y"])], ["N", 3], None, {"s": np.array(const)})
+    rc, err = _convert_one_line(m, tmp_path, capsys, "--check", "0")
+    assert rc == 2 and "batch axis" in err, err

@@ -590,6 +590,14 @@ class _OnnxLoader:
             target = self.const(node, 1, "the target shape")
             if len(target) == 0 or target[0] not in (0, 1, -1):
                 raise ValueError(f"Reshape to {list(target)} merges {_AXIS_ZERO}")
+        if op == "Tile" and int(np.ravel(self.const(node, 1, "repeats"))[0]) != 1:
+            raise ValueError(f"Tile with repeats[0] != 1 is {_AXIS_ZERO}")
+        if op == "Expand":
+            target = [int(t) for t in np.ravel(self.const(node, 1, "the target shape"))]
+            if len(target) > rank or (target and target[0] != 1):
+                raise ValueError(f"Expand to {target} is {_AXIS_ZERO}")
+        if op == "Split" and a.get("axis", 0) % rank == 0:
+            raise ValueError(f"Split(axis=0) is {_AXIS_ZERO}")
         if op in ("Squeeze", "Unsqueeze"):
             axes = a.get("axes")
             if axes is None and len(node.input) > 1:
