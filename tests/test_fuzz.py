@@ -450,14 +450,25 @@ def test_convert_a_batch_of_scalars(tmp_path, capsys):
     assert rc == 0 and ort_run(str(tmp_path / "o.onnx"), x).tolist() == [0.0, 0.0, 2.0]
 
 
-def test_convert_says_when_onnxruntime_cannot_run_the_original(tmp_path, capsys):
-    """x [N] + c [3] runs for a batch of one but not of ten: a refusal, not an internal error."""
+def test_convert_says_when_onnxruntime_cannot_run_the_original(tmp_path):
+    """onnxruntime failing on a check batch is a ValueError naming the file (one line at the CLI)."""
+    from onnx import helper, save
+    from onnx_cases import model
+
+    from convmatrix.network.convert import run_onnx
+
+    save(model([helper.make_node("Relu", ["x"], ["y"])], [1, 3], [1, 3]), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match=r"onnxruntime cannot run m.onnx on an input of shape \(2, 4\)"):
+        run_onnx(tmp_path / "m.onnx", [np.zeros((2, 4), np.float32)], "x")
+
+
+def test_convert_refuses_an_output_that_lost_a_dynamic_batch_axis(tmp_path, capsys):
     from onnx import helper
     from onnx_cases import model
 
     m = model([helper.make_node("Sum", ["c", "x"], ["y"])], ["N"], [3], {"c": np.ones(3, np.float32)})
     rc, err = _convert_one_line(m, tmp_path, capsys)
-    assert rc == 2 and "onnxruntime cannot run" in err
+    assert rc == 2 and "lost the batch axis" in err
 
 
 @pytest.mark.parametrize("op, inputs", [("MatMul", ["x", "c"]), ("Add", ["x", "c"]), ("BatchNormalization",

@@ -373,6 +373,10 @@ class _OnnxLoader:
         self.g.meta["output_dims"] = self.output_dims(name, shape)
         # Does the output keep the batch axis in front? (Not after a Flatten(axis=rank) or a Transpose.)
         self.g.meta["output_batched"] = self.batched and shape[:1] == (1,)
+        if self.mixing and not self.g.meta["output_batched"]:
+            raise ValueError(f"the output {name!r} (shape {list(shape)} per sample) has lost the batch axis "
+                             f"of input {self.inp.name!r}: the model mixes the samples of a batch; "
+                             "convert --no-batch-axis reads the whole input as one sample")
         return self.g
 
     def output_dims(self, name, shape):
