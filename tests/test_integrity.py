@@ -205,3 +205,11 @@ def test_tensor_files_of_any_kind_are_read_as_their_values(make, tmp_path, capsy
 def test_plot_refuses_a_dpi_the_renderer_cannot_draw(tmp_path, capsys):
     assert main(["plot", "2x1x2x2", "1x3x3", "-o", str(tmp_path / "p.png"), "--dpi", "1"]) == 2
     assert "--dpi" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--kernel", "nan,1;1,1"], ["--kernel", "1e400,1;1,1"],
+                                    ["--kernel", "box", "--bias", "inf"]])
+def test_kernel_and_bias_texts_must_be_finite(option, capsys):
+    assert main(["show", "2x1x2x2", "1x3x3", *option]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "finite" in err and option[-2] in err, err
