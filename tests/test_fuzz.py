@@ -495,3 +495,13 @@ def test_convert_refuses_ops_that_repeat_a_dynamic_batch(op, const, tmp_path, ca
     m = model([helper.make_node(op, ["x", "s"], ["y"])], ["N", 3], None, {"s": np.array(const)})
     rc, err = _convert_one_line(m, tmp_path, capsys, "--check", "0")
     assert rc == 2 and "batch axis" in err, err
+
+
+@pytest.mark.parametrize("hi, rc", [(np.inf, 0), (np.nan, 2)])
+def test_convert_clip_takes_an_infinite_bound_but_not_nan(hi, rc, tmp_path, capsys):
+    from onnx import helper
+    from onnx_cases import model
+
+    consts = {"lo": np.array(-1, np.float32), "hi": np.array(hi, np.float32)}
+    m = model([helper.make_node("Clip", ["x", "lo", "hi"], ["y"])], [1, 5], [1, 5], consts)
+    assert _convert_one_line(m, tmp_path, capsys)[0] == rc

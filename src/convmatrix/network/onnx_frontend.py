@@ -95,7 +95,7 @@ SAMPLE_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAverageP
 _AXIS_ZERO = "an operation over the batch axis (axis 0) of a model with several samples along it"
 # Operations whose constant operands become the converted network's weights and biases.
 WEIGHING_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "BatchNormalization",
-                          "InstanceNormalization", "PRelu", "Mul", "Div", "Add", "Sub", "Sum", "Mean"})
+                          "InstanceNormalization", "PRelu", "Mul", "Div", "Add", "Sub", "Sum", "Mean", "Where"})
 PROBE_LIMIT = 4096  # unit vectors probed one at a time at most (batched probes have no limit)
 
 
@@ -337,13 +337,15 @@ class _OnnxLoader:
         return self.reference(node)(feeds)
 
     # -- the walk --------------------------------------------------------------------------
-    def check_finite(self, node) -> None:
+    def check_finite(self, node, nan_only: bool = False) -> None:
         """Refuse a constant operand holding inf or NaN where it weighs or shifts the input: the
-        network's matrices would hold it, and 0 * inf = NaN then reaches neurons the original keeps."""
+        network's matrices would hold it, and 0 * inf = NaN then reaches neurons the original keeps.
+        With ``nan_only`` (bounds of Clip, Max, Min) only NaN is refused."""
         for n in node.input:
             if n and n not in self.vals and n in self.consts:
                 c = np.asarray(self.consts[n])
-                if c.dtype.kind in "fc" and not np.isfinite(c).all():
+                bad = np.isnan(c).any() if nan_only else not np.isfinite(c).all()
+                if c.dtype.kind in "fc" and bad:
                     raise ValueError(f"the constant {n!r} holds inf or NaN: {node.op_type} with it is not "
                                      "an affine map of finite numbers (0 * inf is NaN)")
 
@@ -424,8 +426,8 @@ class _OnnxLoader:
             zeros = np.zeros(self.shape(node.input[0]))
             self.consts[node.output[0]] = self.run_reference(node, {node.input[0]: zeros})[0]
             return
-        if op in WEIGHING_OPS:
-            self.check_finite(node)
+        if op in WEIGHING_OPS or op in ("Clip", "Max", "Min"):
+            self.check_finite(node, nan_only=op not in WEIGHING_OPS)  # a bound of inf is fine
         handler = getattr(self, f"op_{op}", None)
         if handler is None and op in GATHER_OPS:
             handler = self.gather
