@@ -186,13 +186,13 @@ def test_plot_with_numbers(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["show", "3x1x3x3", "1x5x5", "--kernel", "1,2;3,4"], "--kernel '1,2;3,4' is 2x2 but WEIGHT_SHAPE's kernel is 3x3"),
     (["show", "3x1x3x3", "1x5x5", "--kernel", "blur"], "--kernel is numbers like"),
-    (["show", "3x1x3x3", "1x5x5", "--kernel", "1,x,3;1,2,3;1,2,3"], "--kernel: entries are numbers"),
+    (["show", "3x1x3x3", "1x5x5", "--kernel", "1,x,3;1,2,3;1,2,3"], "--kernel: entries are finite numbers"),
     (["show", "3x1x3x3", "1x5x5", "--weight", "missing.npy"], "--weight missing.npy: cannot read it"),
     (["show", "3x1x3x3", "1x5x5", "--weight", "w.txt"], "--weight takes a .npy, .pt or .pth file"),
     (["show", "3x1x3x3", "1x5x5", "--weight", "W2.npy"], "has shape 2x1x2x2, but WEIGHT_SHAPE is 3x1x3x3"),
     (["show", "3x1x3x3", "1x5x5", "--weight", "W2.npy", "--kernel", "box"], "not allowed with argument"),
     (["show", "3x1x3x3", "1x5x5", "--bias", "1,2"], "--bias needs one number or 3 (one per output channel), got 2"),
-    (["show", "3x1x3x3", "1x5x5", "--bias", "one"], "--bias is a number or numbers"),
+    (["show", "3x1x3x3", "1x5x5", "--bias", "one"], "--bias is a finite number or numbers"),
     (["show", "3x1x3x3", "1x5x5", "--kernel", "box", "--precision", "0"], "precision must be an int from 1 to 17"),
     (["show", "3x1x3x3", "1x5x5", "--precision", "x"], "argument --precision: invalid int value"),
     (["neuron", "3x1x3x3", "1x5x5", "0", "--kernel", "sobel"], "--kernel is numbers like"),
@@ -201,7 +201,7 @@ def test_plot_with_numbers(tmp_path):
     (["neuron", "3x1x3x3", "1x5x5", "0", "--feeds", "--bias", "1"], "--bias does not apply with --feeds"),
     (["plot", "3x1x3x3", "1x5x5", "-o", "m.png", "--kernel", "sharpen", "--bias", "1"], "--bias needs --neuron"),
     (["plot", "3x1x3x3", "1x5x5", "-o", "m.png", "--kernel", "1,2,3"], "is 3 but WEIGHT_SHAPE's kernel is 3x3"),
-    (["plot", "3x1x3x3", "1x5x5", "-o", "m.png", "--neuron", "0", "--bias", "a"], "--bias is a number"),
+    (["plot", "3x1x3x3", "1x5x5", "-o", "m.png", "--neuron", "0", "--bias", "a"], "--bias is a finite number"),
 ])
 def test_layer_value_errors_one_line_exit_2(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -380,3 +380,128 @@ def test_random_specs_never_answer_500(client, spec, query, extra):
 def test_nested_or_huge_spec_texts_answer_400(client, spec_text):
     r = client.get("/api/summary", params={"spec": spec_text})
     assert r.status_code == 400 and r.json()["error"]
+
+
+# ------------------------------------------------------------ convert: outputs without a batch axis, odd constants
+@pytest.mark.parametrize("node, in_dims, out_dims", [
+    (dict(op_type="ReduceSum", keepdims=0), [1, 4], []),  # a scalar from a batch-of-one input
+    (dict(op_type="Transpose", perm=[1, 0]), [1, 3], [3, 1]),  # the batch axis moved back
+])
+def test_convert_checks_outputs_without_a_batch_axis(node, in_dims, out_dims, tmp_path, capsys):
+    from onnx import helper, save
+    from onnx_cases import model, ort_run
+
+    op = node.pop("op_type")
+    save(model([helper.make_node(op, ["x"], ["y"], **node)], in_dims, out_dims), tmp_path / "m.onnx")
+    assert main(["convert", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--quiet"]) == 0, \
+        capsys.readouterr().err
+    x = np.random.default_rng(0).standard_normal(in_dims).astype(np.float32)
+    want, got = ort_run(str(tmp_path / "m.onnx"), x), ort_run(str(tmp_path / "o.onnx"), x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("op, c", [("Div", [2.0, 0.0, -4.0]), ("Mul", [1.0, np.inf, 2.0])])
+def test_convert_refuses_a_non_finite_scale_in_one_line(op, c, tmp_path, capsys):
+    from onnx import helper, save
+    from onnx_cases import model
+
+    m = model([helper.make_node(op, ["x", "c"], ["y"])], [1, 3], [1, 3], {"c": np.array(c, np.float32)})
+    save(m, tmp_path / "m.onnx")
+    assert main(["convert", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and op in err and "Warning" not in err, err
+
+
+def test_spectrum_refuses_billions_of_tiny_fourier_blocks_by_time(capsys):
+    """A 1x1 kernel on a 10^10-pixel image: ten billion 1x1 SVDs cost their call overhead, not 10 flops."""
+    assert main(["spectrum", "1x1x1x1", "1x99999x99999"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--max-minutes" in err and "FFT" in err, err
+    from convmatrix.analysis.spectral import cost_estimate
+
+    est = cost_estimate(np.ones((8, 8, 3, 3)), (8, 16, 16), padding=1, padding_mode="circular")
+    assert est.route == "FFT" and 0 < est.seconds < 1
+
+
+@pytest.mark.parametrize("call", [convmatrix.receptive_field, lambda m, s: convmatrix.neuron(m, s, 0, layer=1)])
+def test_torch_models_refuse_a_huge_input_shape_by_its_size(call):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
+    with pytest.raises(ValueError, match=r"input_shape=\(1, 1000000000, 1000000000\).*more than"):
+        call(model, (1, 10**9, 10**9))
+
+
+def _convert_one_line(m, tmp_path, capsys, *options):
+    from onnx import save
+
+    save(m, tmp_path / "m.onnx")
+    rc = main(["convert", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--quiet", *options])
+    err = capsys.readouterr().err
+    assert err.count("\n") == (rc != 0) and "Warning" not in err, err
+    return rc, err
+
+
+def test_convert_a_batch_of_scalars(tmp_path, capsys):
+    from onnx import helper
+    from onnx_cases import model, ort_run
+
+    rc, _ = _convert_one_line(model([helper.make_node("Relu", ["x"], ["y"])], ["N"], ["N"]), tmp_path, capsys)
+    x = np.array([-1.5, 0.0, 2.0], np.float32)
+    assert rc == 0 and ort_run(str(tmp_path / "o.onnx"), x).tolist() == [0.0, 0.0, 2.0]
+
+
+def test_convert_says_when_onnxruntime_cannot_run_the_original(tmp_path):
+    """onnxruntime failing on a check batch is a ValueError naming the file (one line at the CLI)."""
+    from onnx import helper, save
+    from onnx_cases import model
+
+    from convmatrix.network.convert import run_onnx
+
+    save(model([helper.make_node("Relu", ["x"], ["y"])], [1, 3], [1, 3]), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match=r"onnxruntime cannot run m.onnx on an input of shape \(2, 4\)"):
+        run_onnx(tmp_path / "m.onnx", [np.zeros((2, 4), np.float32)], "x")
+
+
+def test_convert_refuses_an_output_that_lost_a_dynamic_batch_axis(tmp_path, capsys):
+    from onnx import helper
+    from onnx_cases import model
+
+    m = model([helper.make_node("Sum", ["c", "x"], ["y"])], ["N"], [3], {"c": np.ones(3, np.float32)})
+    rc, err = _convert_one_line(m, tmp_path, capsys)
+    assert rc == 2 and "lost the batch axis" in err
+
+
+@pytest.mark.parametrize("op, inputs", [("MatMul", ["x", "c"]), ("Add", ["x", "c"]), ("BatchNormalization",
+                                                                                        ["x", "c", "b", "b", "c"])])
+def test_convert_refuses_non_finite_weights_by_name(op, inputs, tmp_path, capsys):
+    from onnx import helper
+    from onnx_cases import model
+
+    c = np.array([1.0, np.nan, 2.0], np.float32)
+    consts = {"c": c.reshape(3, 1) if op == "MatMul" else c, "b": np.ones(3, np.float32)}
+    dims = [1, 3] if op != "BatchNormalization" else [1, 3, 2]
+    out = [1, 1] if op == "MatMul" else dims
+    m = model([helper.make_node(op, inputs, ["y"])], dims, out, consts)
+    rc, err = _convert_one_line(m, tmp_path, capsys)
+    assert rc == 2 and "'c' holds inf or NaN" in err
+
+
+@pytest.mark.parametrize("op, const", [("Tile", [2, 2]), ("Expand", [2, 3])])
+def test_convert_refuses_ops_that_repeat_a_dynamic_batch(op, const, tmp_path, capsys):
+    """Tile or Expand along axis 0 of a batch [N, 3] mixes samples: refused, never converted per sample."""
+    from onnx import helper
+    from onnx_cases import model
+
+    m = model([helper.make_node(op, ["x", "s"], ["y"])], ["N", 3], None, {"s": np.array(const)})
+    rc, err = _convert_one_line(m, tmp_path, capsys, "--check", "0")
+    assert rc == 2 and "batch axis" in err, err
+
+
+@pytest.mark.parametrize("hi, rc", [(np.inf, 0), (np.nan, 2)])
+def test_convert_clip_takes_an_infinite_bound_but_not_nan(hi, rc, tmp_path, capsys):
+    from onnx import helper
+    from onnx_cases import model
+
+    consts = {"lo": np.array(-1, np.float32), "hi": np.array(hi, np.float32)}
+    m = model([helper.make_node("Clip", ["x", "lo", "hi"], ["y"])], [1, 5], [1, 5], consts)
+    assert _convert_one_line(m, tmp_path, capsys)[0] == rc

@@ -167,3 +167,49 @@ def test_the_explorer_budget_holds_for_the_whole_stack():
     build_stack({"input": "1x64x64", "layers": [layer] * 4}, budget=4_800_000)
     with pytest.raises(ValueError, match=r"tap pattern of layer 5 .*with the layers before it.* would need"):
         build_stack({"input": "1x64x64", "layers": [layer] * 5}, budget=4_800_000)
+
+
+def _weight_files(tmp_path):
+    """Files a user might pass as a weight that are not a plain float tensor of the right shape."""
+    files = {"empty.npy": b"", "empty.pt": b"", "junk.pt": bytes(range(256)) * 2}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save(torch.nn.Conv2d(1, 2, 2), tmp_path / "module.pt")
+    return [str(tmp_path / n) for n in (*files, "module.pt")]
+
+
+@pytest.mark.parametrize("command", [["show"], ["neuron"], ["plot", "-o", "p.png"], ["explore", "-o", "e.html"]])
+def test_unreadable_weight_files_are_one_line_with_status_2(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for path in [*_weight_files(tmp_path), ""]:
+        argv = [command[0], "2x1x2x2", "1x3x3", *(["0"] if command[0] == "neuron" else command[1:])]
+        assert main([*argv, "--weight", path]) == 2, path
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--weight" in err, err
+
+
+@pytest.mark.parametrize("make", [
+    lambda w: w.to(torch.bfloat16), lambda w: w.to_sparse(),
+    lambda w: torch.quantize_per_tensor(w, 0.5, 0, torch.qint8),
+])
+def test_tensor_files_of_any_kind_are_read_as_their_values(make, tmp_path, capsys):
+    w = torch.tensor([1.0, -2.0, 3.0, 0.5]).reshape(1, 1, 2, 2)
+    torch.save(make(w), tmp_path / "w.pt")
+    np.save(tmp_path / "w.npy", w.numpy())
+    assert main(["show", "1x1x2x2", "1x2x2", "--weight", str(tmp_path / "w.pt")]) == 0
+    out, err = capsys.readouterr()
+    assert main(["show", "1x1x2x2", "1x2x2", "--weight", str(tmp_path / "w.npy")]) == 0
+    assert (out, err) == capsys.readouterr()
+
+
+def test_plot_refuses_a_dpi_the_renderer_cannot_draw(tmp_path, capsys):
+    assert main(["plot", "2x1x2x2", "1x3x3", "-o", str(tmp_path / "p.png"), "--dpi", "1"]) == 2
+    assert "--dpi" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--kernel", "nan,1;1,1"], ["--kernel", "1e400,1;1,1"],
+                                    ["--kernel", "box", "--bias", "inf"]])
+def test_kernel_and_bias_texts_must_be_finite(option, capsys):
+    assert main(["show", "2x1x2x2", "1x3x3", *option]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "finite" in err and option[-2] in err, err

@@ -77,9 +77,9 @@ def _kernel_numbers(text: str):
 
     def row(part: str) -> list[float]:
         try:
-            return [float(v) for v in part.split(",")]
+            return [_finite(v) for v in part.split(",")]
         except ValueError:
-            raise ValueError(f"--kernel: entries are numbers joined by ',' (rows by ';', 3-D slices by '/'), "
+            raise ValueError(f"--kernel: entries are finite numbers joined by ',' (rows by ';', 3-D slices by '/'), "
                              f"got {part.strip()!r} in {text!r}") from None
 
     slices = [[row(r) for r in s.split(";")] for s in text.split("/")]
@@ -142,9 +142,18 @@ def numbers(text: str, name: str) -> tuple[float, ...]:
     (1.0, -2.5)
     """
     try:
-        return tuple(float(v) for v in text.split(","))
+        return tuple(_finite(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"{name} is a number or numbers joined by ',' (like 0.5 or 1,-2), got {text!r}") from None
+        raise ValueError(f"{name} is a finite number or numbers joined by ',' (like 0.5 or 1,-2), "
+                         f"got {text!r}") from None
+
+
+def _finite(text: str) -> float:
+    """A finite float from its text (ValueError for 'nan', 'inf', '1e400' or anything not a number)."""
+    value = float(text)
+    if value - value != 0:  # inf - inf and nan - nan are nan
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
 
 
 # ------------------------------------------------------------------------------ layers

@@ -346,13 +346,16 @@ class CostEstimate:
     route: str  #: "FFT", "dense SVD" or "Lanczos"
     products: int  #: Lanczos: typical number of products with the Gram matrix (0 for the other routes)
     seconds_per_product: float  #: Lanczos: measured time of one product (0.0 for the other routes)
+    fourier_seconds: float = 0.0  #: FFT: estimated time of the per-frequency SVDs (about 1 ns a flop)
 
     @property
     def seconds(self) -> float:
-        """Estimated seconds of the Lanczos products (0.0 for the other routes)."""
-        return self.products * self.seconds_per_product
+        """Estimated seconds of the Lanczos products or of the per-frequency SVDs (0.0 for a dense SVD)."""
+        return self.products * self.seconds_per_product + self.fourier_seconds
 
     def __str__(self) -> str:
+        if self.route == "FFT" and self.fourier_seconds >= 60:
+            return f"FFT: about {_duration(self.fourier_seconds)} of per-frequency SVDs"
         if self.route != "Lanczos":
             return self.route
         return (f"Lanczos: about {self.products} products with M^H M (typically half to twice that) "
@@ -417,6 +420,9 @@ def cost_estimate(weight, input_shape, *, k: int = 1, **conv_kwargs) -> CostEsti
     """
     w, geom = _prepare(weight, input_shape, conv_kwargs)
     route = _route(w, geom, k)
+    if route == "FFT":
+        axes = _circulant_axes(geom)
+        return CostEstimate(route, 0, 0.0, 1e-9 * prod(ax.m for ax in axes) * _work_per_freq(geom, axes))
     if route != "Lanczos":
         return CostEstimate(route, 0, 0.0)
     return CostEstimate(route, 120 + 30 * k, _product_seconds(w, geom))
@@ -760,9 +766,10 @@ def spectral_norm_bounds(weight, input_shape, *, iterations: int = 10, progress:
 
 
 def _work_per_freq(geom: ConvGeometry, axes: list[_Axis], gram: bool = False) -> float:
-    """Rough flops of one frequency's blocks: an SVD, or Gram iteration (12 complex steps)."""
+    """Rough flops of one frequency's blocks: an SVD, or Gram iteration (12 complex steps), with
+    the cost of one small LAPACK call even for 1x1 blocks (about 400 ns, as much as 400 flops)."""
     og, igR = geom.out_per_group, geom.in_per_group * prod(ax.s for ax in axes)
-    return (100 if gram else 10) * geom.groups * og * igR * min(og, igR)
+    return (100 if gram else 10) * geom.groups * og * igR * min(og, igR) + 400 * geom.groups
 
 
 # ------------------------------------------------------------- torch's confusion

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..core.geometry import format_bytes
 from . import CLIError
-from .options import add_command, add_conv_options, conv_kwargs, shape
+from .options import add_command, add_conv_options, conv_kwargs, read_array, shape
 
 EPILOG = """\
 examples:
@@ -57,11 +57,7 @@ def register(subparsers) -> None:
 def load_weight(text: str, seed: int, dtype: str) -> tuple[np.ndarray, str]:
     """The weight from a .npy file or random normal weights of a shape; and how to name it."""
     if text.endswith(".npy") or os.path.exists(text):
-        try:
-            w = np.load(text, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise CLIError(f"cannot read the weight file {text!r}: {exc}") from None
-        return w, os.path.abspath(text)
+        return read_array(text, "WEIGHT"), os.path.abspath(text)
     try:
         dims = shape(text)
     except argparse.ArgumentTypeError:

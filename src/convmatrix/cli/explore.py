@@ -91,7 +91,9 @@ def run(args) -> int:
         print(f"{notes['source']}: {len(ex.spec['layers'])} layers; skipped (element-wise): "
               f"{', '.join(notes['skipped']) or 'none'}; left out (after the convolutional part): "
               f"{', '.join(notes['left_out']) or 'none'}")
-    if args.output:
+    if args.output is not None:
+        if not args.output:
+            raise CLIError("-o needs a file name, got ''")
         ex.save(args.output)
         print(f"wrote {args.output}: {ex.shapes()}, one self-contained page")
         return 0

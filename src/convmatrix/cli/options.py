@@ -82,26 +82,60 @@ def add_weight_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bias", metavar="B", help="one number, or one per output channel joined by ','")
 
 
-def _load_weight(path: str):
+def read_array(path: str, option: str = "--weight"):
+    """The array in a ``.npy`` file, or the one tensor in a ``.pt``/``.pth`` file, as a NumPy array.
+
+    Any file that cannot be read as one (empty, truncated, pickled objects, a module, a dict) is a
+    :class:`CLIError` naming ``option`` and the file. Quantised and sparse tensors are read as the
+    dense values they stand for; bfloat16 and float8 tensors as float32 (NumPy has no such dtype).
+
+    >>> read_array("missing.npy")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    CLIError: --weight missing.npy: cannot read it as a .npy file (No such file or directory)
+    """
     import numpy as np
 
     if path.lower().endswith((".pt", ".pth")):
-        from .._optional import require
-
-        torch = require("torch", extra="torch", feature="--weight FILE.pt")
-        try:
-            value = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, ValueError) as exc:
-            raise CLIError(f"--weight {path}: cannot read it as a torch file ({exc})".splitlines()[0]) from None
-        if not isinstance(value, torch.Tensor):
-            raise CLIError(f"--weight {path} must hold one tensor, it holds a {type(value).__name__}")
-        return value.detach().cpu().numpy()
+        return _read_tensor(path, option)
     if not path.lower().endswith(".npy"):
-        raise CLIError(f"--weight takes a .npy, .pt or .pth file, got {path!r}")
+        raise CLIError(f"{option} takes a .npy, .pt or .pth file, got {path!r}")
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"--weight {path}: cannot read it as a .npy file ({exc})".splitlines()[0]) from None
+    except Exception as exc:  # noqa: BLE001 - whatever the file holds, it is not a readable array
+        raise CLIError(f"{option} {path}: cannot read it as a .npy file ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _read_tensor(path: str, option: str):
+    import warnings
+
+    from .._optional import require
+
+    torch = require("torch", extra="torch", feature=f"{option} FILE.pt")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's deprecation notes are not the user's business
+            value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a file torch cannot read safely is a bad file
+        reason = "it holds more than tensors" if "Weights only load failed" in str(exc) else _reason(exc)
+        raise CLIError(f"{option} {path}: cannot read it as a torch file holding one tensor ({reason})") from None
+    if not isinstance(value, torch.Tensor):
+        raise CLIError(f"{option} {path} must hold one tensor, it holds a {type(value).__name__}")
+    value = value.detach()
+    if value.is_quantized:
+        value = value.dequantize()
+    if value.layout != torch.strided:
+        value = value.to_dense()
+    if value.dtype in (torch.bfloat16,) or "float8" in str(value.dtype):
+        value = value.float()
+    try:
+        return value.cpu().numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise CLIError(f"{option} {path}: a tensor of dtype {value.dtype} has no NumPy equivalent ({_reason(exc)})") from None
 
 
 def layer_values(args: argparse.Namespace):
@@ -113,12 +147,12 @@ def layer_values(args: argparse.Namespace):
 
     wshape = tuple(args.weight_shape)
     weight = None
-    if getattr(args, "weight", None):
-        weight = _load_weight(args.weight)
+    if getattr(args, "weight", None) is not None:
+        weight = read_array(args.weight)
         if weight.shape != wshape:
             raise CLIError(f"--weight {args.weight} has shape {'x'.join(map(str, weight.shape))}, "
                            f"but WEIGHT_SHAPE is {'x'.join(map(str, wshape))}")
-    elif getattr(args, "kernel", None):
+    elif getattr(args, "kernel", None) is not None:
         try:
             one = notation.kernel(args.kernel, wshape[2:])
         except ValueError as exc:

@@ -32,9 +32,12 @@ def register(sub) -> None:
     p.add_argument("--rows", type=window, metavar="A:B", help="draw rows A..B-1 of M only")
     p.add_argument("--cols", type=window, metavar="A:B", help="draw columns A..B-1 of M only")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the picture to write (.png, .svg, .pdf)")
-    p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("--dpi", type=int, default=100, help=f"dots per inch, {DPI_RANGE[0]} to {DPI_RANGE[1]} (default 100)")
     add_weight_options(p)
     p.set_defaults(func=run)
+
+
+DPI_RANGE = (10, 2400)  # below, the font renderer fails; above, one picture outgrows memory
 
 
 def run(args) -> int:
@@ -43,6 +46,8 @@ def run(args) -> int:
     matplotlib.use("Agg")  # files only: no display needed
     from ..explain.plot import plot_matrix, plot_neuron
 
+    if not DPI_RANGE[0] <= args.dpi <= DPI_RANGE[1]:
+        raise CLIError(f"--dpi must be from {DPI_RANGE[0]} to {DPI_RANGE[1]}, got {args.dpi}")
     weight, bias = layer_values(args)
     if args.neuron is not None:
         layer = args.weight_shape if weight is None else weight

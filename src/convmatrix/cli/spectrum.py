@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from . import CLIError
-from .options import add_command, add_conv_options, add_layer_arguments, conv_kwargs
+from .options import add_command, add_conv_options, add_layer_arguments, conv_kwargs, read_array
 
 EPILOG = """\
 examples:
@@ -56,11 +56,8 @@ def register(subparsers) -> None:
 
 
 def _weight(args) -> np.ndarray:
-    if args.weight:
-        try:
-            w = np.load(args.weight, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise CLIError(f"cannot read --weight {args.weight!r}: {exc}") from None
+    if args.weight is not None:
+        w = read_array(args.weight)
         if tuple(w.shape) != tuple(args.weight_shape):
             raise CLIError(f"--weight {args.weight!r} has shape {'x'.join(map(str, w.shape))}, "
                            f"but WEIGHT_SHAPE is {'x'.join(map(str, args.weight_shape))}")
@@ -77,8 +74,8 @@ def _check_time(est, k: int, args) -> None:
     raise CLIError(
         f"the exact top {k} singular value{'s' if k > 1 else ''} of this layer need{'' if k > 1 else 's'} "
         f"{est}, more than --max-minutes {args.max_minutes:g}. Pass --max-minutes "
-        f"{math.ceil(2 * est.seconds / 60)} to wait for it (progress is shown on a terminal), or --bracket-only for the certified bracket "
-        f"({BRACKET_STEPS} products, about {bracket_s:.0f} s)")
+        f"{math.ceil(2 * est.seconds / 60)} to wait for it (progress is shown on a terminal), or --bracket-only for the certified bracket"
+        + (f" ({BRACKET_STEPS} products, about {bracket_s:.0f} s)" if est.route == "Lanczos" else ""))
 
 
 def run(args) -> int:

@@ -292,7 +292,9 @@ def check_written(source, fmt: str, path, meta: dict, n: int, seed: int) -> tupl
     from .onnx_frontend import without_dropped
 
     xs = random_inputs(meta, n, seed)
-    batched = meta["batched"]
+    # A batch runs through both at once only where the output keeps the batch axis in front
+    # (not a scalar, not after a Flatten or Transpose that moved it): else one sample at a time.
+    batched = meta["batched"] and meta.get("output_batched", True)
     ref = run_onnx(without_dropped(source, meta), xs, meta["input_name"], batched)
     got = evaluate_written(fmt, path, [np.concatenate(xs)] if fmt == "onnx" and batched else xs,
                            meta["input_name"], batched)
@@ -329,12 +331,17 @@ def run_onnx(path, xs: list[np.ndarray], input_name: str, batched: bool = True) 
 
     ort = require("onnxruntime", extra="onnx", feature="convert")
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # its errors come back as one exception below, not as log lines
     opts.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of big weights
     sess = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
     outs = []
     for x in xs:
-        y = np.asarray(sess.run(None, {input_name: x})[0], dtype=np.float64)
+        try:
+            y = np.asarray(sess.run(None, {input_name: x})[0], dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception classes
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"onnxruntime cannot run {os.path.basename(os.fspath(path))} on an input of "
+                             f"shape {x.shape}: {first}") from None
         outs.append(rows(y, batched) if y.ndim else y.reshape(1, -1))
     return np.concatenate(outs)
 

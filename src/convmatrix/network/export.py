@@ -127,7 +127,7 @@ def _onnx_skeleton(chain: Chain, dtype: np.dtype, opset: int | None):
     nodes, inits = [], []
     cur = in_name
     n_in = chain.layers[0].M.shape[1]
-    if batched and len(in_dims) > 2:
+    if batched and len(in_dims) != 2:  # a batch of tensors, or of scalars: rows of flat samples
         nodes.append(helper.make_node("Flatten", [cur], ["flat"], axis=1, name="flatten"))
         cur = "flat"
     elif not batched:

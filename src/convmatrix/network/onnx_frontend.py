@@ -93,6 +93,9 @@ PASSTHROUGH = ("Identity", "Dropout", "Cast", "Reshape", "Flatten", "Squeeze", "
 SAMPLE_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
               "BatchNormalization")
 _AXIS_ZERO = "an operation over the batch axis (axis 0) of a model with several samples along it"
+# Operations whose constant operands become the converted network's weights and biases.
+WEIGHING_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "BatchNormalization",
+                          "InstanceNormalization", "PRelu", "Mul", "Div", "Add", "Sub", "Sum", "Mean", "Where"})
 PROBE_LIMIT = 4096  # unit vectors probed one at a time at most (batched probes have no limit)
 
 
@@ -334,6 +337,18 @@ class _OnnxLoader:
         return self.reference(node)(feeds)
 
     # -- the walk --------------------------------------------------------------------------
+    def check_finite(self, node, nan_only: bool = False) -> None:
+        """Refuse a constant operand holding inf or NaN where it weighs or shifts the input: the
+        network's matrices would hold it, and 0 * inf = NaN then reaches neurons the original keeps.
+        With ``nan_only`` (bounds of Clip, Max, Min) only NaN is refused."""
+        for n in node.input:
+            if n and n not in self.vals and n in self.consts:
+                c = np.asarray(self.consts[n])
+                bad = np.isnan(c).any() if nan_only else not np.isfinite(c).all()
+                if c.dtype.kind in "fc" and bad:
+                    raise ValueError(f"the constant {n!r} holds inf or NaN: {node.op_type} with it is not "
+                                     "an affine map of finite numbers (0 * inf is NaN)")
+
     def run(self) -> Graph:
         for pos, node in enumerate(self.model.graph.node):
             where = f"ONNX node #{pos} {node.name or node.output[0]!r} ({node.op_type})"
@@ -360,6 +375,10 @@ class _OnnxLoader:
         self.g.meta["output_dims"] = self.output_dims(name, shape)
         # Does the output keep the batch axis in front? (Not after a Flatten(axis=rank) or a Transpose.)
         self.g.meta["output_batched"] = self.batched and shape[:1] == (1,)
+        if self.mixing and not self.g.meta["output_batched"]:
+            raise ValueError(f"the output {name!r} (shape {list(shape)} per sample) has lost the batch axis "
+                             f"of input {self.inp.name!r}: the model mixes the samples of a batch; "
+                             "convert --no-batch-axis reads the whole input as one sample")
         return self.g
 
     def output_dims(self, name, shape):
@@ -407,6 +426,8 @@ class _OnnxLoader:
             zeros = np.zeros(self.shape(node.input[0]))
             self.consts[node.output[0]] = self.run_reference(node, {node.input[0]: zeros})[0]
             return
+        if op in WEIGHING_OPS or op in ("Clip", "Max", "Min"):
+            self.check_finite(node, nan_only=op not in WEIGHING_OPS)  # a bound of inf is fine
         handler = getattr(self, f"op_{op}", None)
         if handler is None and op in GATHER_OPS:
             handler = self.gather
@@ -575,6 +596,14 @@ class _OnnxLoader:
             target = self.const(node, 1, "the target shape")
             if len(target) == 0 or target[0] not in (0, 1, -1):
                 raise ValueError(f"Reshape to {list(target)} merges {_AXIS_ZERO}")
+        if op == "Tile" and int(np.ravel(self.const(node, 1, "repeats"))[0]) != 1:
+            raise ValueError(f"Tile with repeats[0] != 1 is {_AXIS_ZERO}")
+        if op == "Expand":
+            target = [int(t) for t in np.ravel(self.const(node, 1, "the target shape"))]
+            if len(target) > rank or (target and target[0] != 1):
+                raise ValueError(f"Expand to {target} is {_AXIS_ZERO}")
+        if op == "Split" and a.get("axis", 0) % rank == 0:
+            raise ValueError(f"Split(axis=0) is {_AXIS_ZERO}")
         if op in ("Squeeze", "Unsqueeze"):
             axes = a.get("axes")
             if axes is None and len(node.input) > 1:
@@ -759,11 +788,14 @@ class _OnnxLoader:
             return self.g.affine([x], eye, c, shape=out, name=name)
         if op == "Sub":
             return self.g.affine([x], eye if k == 0 else -eye, -c if k == 0 else c, shape=out, name=name)
-        if op == "Mul":
-            return self.g.affine([x], sp.diags_array(c, format="csr"), shape=out, name=name)
-        if k != 0:
+        if op == "Div" and k != 0:
             raise ValueError("division by a value that depends on the input is not affine")
-        return self.g.affine([x], sp.diags_array(1.0 / c, format="csr"), shape=out, name=name)
+        with np.errstate(divide="ignore"):
+            scale = c if op == "Mul" else 1.0 / c
+        if not np.isfinite(scale).all():
+            raise ValueError(f"{op} by a constant holding {'0' if op == 'Div' else 'inf or nan'}: "
+                             "x * inf is not an affine function of x (0 * inf is nan)")
+        return self.g.affine([x], sp.diags_array(scale, format="csr"), shape=out, name=name)
 
     def op_Add(self, node, a):
         return self.arith(node, "Add")

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._optional import require
-from ..core.geometry import conv_transpose_output_size
+from ..core.geometry import check_memory, conv_transpose_output_size
 from .activations import ACTIVATIONS as ACTIVATION_TABLE
 from .activations import FUNCTIONAL
 from .ir import Graph
@@ -74,6 +74,9 @@ class _TorchLoader:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.input_shape = check_input_shape(input_shape)
+        # The probe batch runs in float64: refuse it by its size before torch tries to allocate it.
+        check_memory(batch * prod(self.input_shape) * 8, None,
+                     f"input_shape={self.input_shape}: a probe batch of {batch} such inputs", "use a smaller input_shape")
         self.model = copy.deepcopy(model).cpu().double()
         if eval_mode:  # a copy: the caller's model keeps its modes
             self.model.eval()
