@@ -292,3 +292,42 @@ def test_corrupted_files_are_refused_cleanly_or_convert_exactly(tmp_path_factory
     x = np.random.default_rng(seed).standard_normal([2, *g.input_shape[1:]]).astype(np.float32)
     want, got = ort_run(str(path), x), ort_run(str(d / "out.onnx"), x)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * max(1.0, float(np.abs(want).max())))
+
+
+def _batch_model(node, extra_inits=()):
+    """``x [N, 3, 4] -> node -> y`` with a dynamic batch axis."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([node], "g", [x], [y], list(extra_inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("axis0, node_and_inits", [
+    (True, ("Slice", [1, 0], [2**62, 2**62], [0, 1])),
+    (False, ("Slice", [0, 1], [2**62, 3], [0, 1])),
+    (True, ("Pad", [1, 0, 0, 0, 0, 0])),
+    (False, ("Pad", [0, 1, 0, 0, 1, 0])),
+])
+def test_ops_along_a_dynamic_batch_axis_are_refused_not_mixed(tmp_path, axis0, node_and_inits):
+    """A Slice or Pad that cuts or grows the batch axis mixes samples: refused; along other axes: exact."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from convmatrix.network.convert import convert
+
+    op, *args = node_and_inits
+    if op == "Slice":
+        inits = [numpy_helper.from_array(np.array(v, dtype=np.int64), n) for v, n in zip(args, ("s", "e", "a"))]
+        node = helper.make_node("Slice", ["x", "s", "e", "a"], ["y"])
+    else:
+        inits = [numpy_helper.from_array(np.array(args[0], dtype=np.int64), "p")]
+        node = helper.make_node("Pad", ["x", "p"], ["y"])
+    onnx.save(_batch_model(node, inits), tmp_path / "m.onnx")
+    if axis0:
+        with pytest.raises(ValueError, match="axis 0"):
+            convert(tmp_path / "m.onnx", tmp_path / "fc.onnx", check=0)
+    else:
+        report = convert(tmp_path / "m.onnx", tmp_path / "fc.onnx", check=4)
+        assert report.max_abs == 0.0

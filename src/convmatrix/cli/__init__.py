@@ -91,16 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except ImportError as exc:
-        extra = missing_extra(exc)
-        if extra is None:
-            raise
-        print(f"{args.command} needs the '{extra}' extra: pip install 'convmatrix[{extra}]'", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"convmatrix {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns every error into a line
+        extra = missing_extra(exc) if isinstance(exc, ImportError) else None
+        if extra is not None:
+            print(f"{args.command} needs the '{extra}' extra: pip install 'convmatrix[{extra}]'", file=sys.stderr)
+            return 2
         if args.debug:
             raise
         expected = isinstance(exc, (CLIError, ValueError, TypeError, OSError, MemoryError, OverflowError))

@@ -581,6 +581,21 @@ class _OnnxLoader:
             row += size
         return ids
 
+    def slices_axis_zero(self, node, a, rank: int) -> bool:
+        """Whether a Slice cuts axis 0 (anything but start 0, no end, step 1 there)."""
+        if len(node.input) > 1:  # opset 10+: starts, ends, axes, steps as inputs
+            arg = lambda k: (np.ravel(self.const(node, k, "Slice's arguments")).astype(np.int64)  # noqa: E731
+                             if len(node.input) > k and node.input[k] else None)
+            starts, ends, axes, steps = arg(1), arg(2), arg(3), arg(4)
+        else:
+            starts, ends, axes, steps = (np.asarray(a[k]) if k in a else None for k in ("starts", "ends", "axes", "steps"))
+        axes = np.arange(len(starts)) if axes is None else np.asarray(axes) % rank
+        for k in np.flatnonzero(axes == 0):
+            step = 1 if steps is None else int(steps[k])
+            if int(starts[k]) != 0 or int(ends[k]) < 2**30 or step != 1:  # an end past any batch: to the end
+                return True
+        return False
+
     def check_batch(self, node, a):
         """With several samples along axis 0 (a dynamic or forced batch), refuse ops that move or mix it."""
         if not self.mixing:
@@ -596,6 +611,17 @@ class _OnnxLoader:
             target = self.const(node, 1, "the target shape")
             if len(target) == 0 or target[0] not in (0, 1, -1):
                 raise ValueError(f"Reshape to {list(target)} merges {_AXIS_ZERO}")
+        if op == "Slice" and self.slices_axis_zero(node, a, rank):
+            raise ValueError(f"Slice cutting the batch axis is {_AXIS_ZERO}")
+        if op == "Pad":
+            pads = a.get("pads") if len(node.input) < 2 or not node.input[1] else self.const(node, 1, "pads")
+            pads = [int(v) for v in np.ravel(pads if pads is not None else [])]
+            if len(pads) == 2 * rank and (pads[0] or pads[rank]):
+                raise ValueError(f"Pad growing the batch axis is {_AXIS_ZERO}")
+        if op == "GatherElements" and a.get("axis", 0) % rank == 0:
+            raise ValueError(f"GatherElements over {_AXIS_ZERO}")
+        if op == "GatherND" and a.get("batch_dims", 0) == 0:
+            raise ValueError(f"GatherND with batch_dims=0 indexes {_AXIS_ZERO}")
         if op == "Tile" and int(np.ravel(self.const(node, 1, "repeats"))[0]) != 1:
             raise ValueError(f"Tile with repeats[0] != 1 is {_AXIS_ZERO}")
         if op == "Expand":
