@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     add_layer_arguments(p)
     add_conv_options(p)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--weight", metavar="FILE.npy", help="the kernel, a .npy file of shape WEIGHT_SHAPE")
+    src.add_argument("--weight", metavar="FILE", help="the kernel, of exactly WEIGHT_SHAPE: a .npy file, or a .pt/.pth file holding one tensor")
     src.add_argument("--seed", type=int, default=0, help="seed of the random kernel (default 0)")
     p.add_argument("-k", type=int, default=5, metavar="K", help="how many top singular values to print (default 5)")
     p.add_argument("--plot", metavar="OUT.png", help="save a plot of the singular values (all, or the top K)")
