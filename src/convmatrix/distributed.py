@@ -52,6 +52,7 @@ import scipy.sparse as sp
 
 from ._optional import require
 from ._progress import progress_bar
+from .analysis.spectral import LANCZOS_TOL
 from .core.blocks import block_bounds
 from .core.geometry import ConvGeometry, format_bytes
 from .core.matrix import as_weight_array, build_csr, conv_geometry
@@ -728,9 +729,8 @@ def evaluate_stored(paths, x, *, biases=None, activation: str = "relu") -> np.nd
 
 
 # ------------------------------------------------------------ linear algebra
-# ARPACK's tolerance on the Gram matrix's eigenvalue, as convmatrix.spectral_norm uses it:
-# sigma comes out far inside 1e-6 relative without iterating to machine precision.
-GRAM_TOL = 1e-8
+# ARPACK's tolerance on the Gram matrix's eigenvalue: the one convmatrix.spectral_norm uses.
+GRAM_TOL = LANCZOS_TOL
 
 
 class _Layer:

@@ -46,6 +46,7 @@ from ..core.threads import single_threaded
 from .._progress import progress_bar
 
 __all__ = [
+    "LANCZOS_TOL",
     "singular_values",
     "spectral_norm",
     "spectral_norm_bounds",
@@ -70,7 +71,7 @@ _SMALL_GRAM = 300
 _BOUND_BUDGET = 1e10
 #: ARPACK's tolerance on the Ritz residual of the Gram matrix's eigenvalues: the eigenvalue is then
 #: within that relative distance of one of M^H M's, so sigma is within half of it (far inside 1e-6).
-_LANCZOS_TOL = 1e-8
+LANCZOS_TOL = 1e-8
 
 #: Work ceiling (about flops) of singular_values' Fourier route: beyond it the layer is refused.
 _FOURIER_BUDGET = 1e13
@@ -269,11 +270,11 @@ def _gram_operator(op: spla.LinearOperator, bar) -> spla.LinearOperator:
 
 def _lanczos_top(op: spla.LinearOperator, k: int, progress: bool | None) -> np.ndarray:
     """The top ``k`` singular values of ``op``, descending: ARPACK's Lanczos (``eigsh``) on the
-    smaller Gram matrix, to :data:`_LANCZOS_TOL`; ``progress`` counts the products with it."""
+    smaller Gram matrix, to :data:`LANCZOS_TOL`; ``progress`` counts the products with it."""
     n = min(op.shape)
     what = "spectral norm" if k == 1 else f"top {k} singular values"
     with progress_bar(None, f"{what} (Lanczos)", show=progress, unit="product") as bar:
-        lam = spla.eigsh(_gram_operator(op, bar), k=k, which="LA", tol=_LANCZOS_TOL,
+        lam = spla.eigsh(_gram_operator(op, bar), k=k, which="LA", tol=LANCZOS_TOL,
                          v0=_start_vector(n, op.dtype), ncv=min(n, max(2 * k + 1, 20)), maxiter=100_000,
                          return_eigenvectors=False)
     return np.sqrt(np.maximum(np.sort(np.real(lam))[::-1], 0.0))
